@@ -1,0 +1,7 @@
+"""engraft: cell-by-cell simulation of autologous HSC gene therapy for hemophilia."""
+
+from engraft._version import __version__
+from engraft.config import ConfigError, Experiment, load_config
+from engraft.simulation import Result, Simulation, simulate
+
+__all__ = ["ConfigError", "Experiment", "Result", "Simulation", "__version__", "load_config", "simulate"]

@@ -1,0 +1,297 @@
+"""Reading configs: safe YAML, base files, ``--set`` overrides, scoped errors.
+
+Every problem with a user's config becomes one :class:`ConfigError` whose
+message is a single line naming the key path, the value and what is allowed;
+the command line prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from engraft.config.schema import Experiment, ScopedError
+
+#: bytes of lattice state per site (see engraft.lattice.State)
+STATE_BYTES_PER_SITE = 13
+
+
+class ConfigError(ValueError):
+    """A user's config is wrong. ``str(err)`` is the one-line explanation."""
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read one YAML mapping with the safe loader; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def resolve_bases(data: dict, source: Path, _seen: tuple = ()) -> dict:
+    """Merge ``base:`` files (a path or a list, relative to the including file).
+
+    Later bases override earlier ones, and the file's own keys override all;
+    mappings merge recursively, anything else (lists included) is replaced.
+    """
+    data = dict(data)
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"base: must be a file path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        base_path = (source.parent / base).resolve()
+        if base_path in _seen:
+            raise ConfigError(f"base: {base!r} includes itself (cycle through {source})")
+        base_data = resolve_bases(load_yaml(base_path), base_path, (*_seen, base_path))
+        merged = deep_merge(merged, base_data)
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``a.b[0].c=value`` -> (['a', 'b', 0, 'c'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return split_key_path(key.strip()), value
+
+
+def split_key_path(key: str) -> list[str | int]:
+    """``infusions[0].dose_per_kg`` -> ['infusions', 0, 'dose_per_kg']."""
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        while "[" in piece:
+            head, rest = piece.split("[", 1)
+            index, piece = rest.split("]", 1)
+            if head:
+                parts.append(head)
+            try:
+                parts.append(int(index))
+            except ValueError:
+                raise ConfigError(f"{key}: list index must be an integer, got [{index}]") from None
+        if piece:
+            parts.append(piece)
+    if not parts:
+        raise ConfigError(f"{key!r}: empty key path")
+    return parts
+
+
+def set_path(data: dict, path: list[str | int], value: Any) -> None:
+    """Set ``value`` at ``path`` inside nested dicts/lists, creating mappings."""
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        nxt = path[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                raise ConfigError(f"{format_path(path[: i + 1])}: no such list item")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"{format_path(path[: i + 1])}: parent is not a mapping")
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise ConfigError(f"{format_path(path)}: no such list item")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"{format_path(path)}: parent is not a mapping")
+    node[last] = value
+
+
+def format_path(path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple) -> list[str] | None:
+    """Field names of the model that ``path`` points into (None if not a model)."""
+    node: Any = model
+    for part in path:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return None
+            node = _model_of(field.annotation)
+        elif node is None:
+            return None
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return None
+
+
+def _model_of(annotation) -> Any:
+    """The BaseModel inside an annotation such as ``X | None``, ``dict[str, X]``, ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_error(err: dict, data: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic tags union members ("int", "float", ...) and validators in loc: drop them
+    clean: list = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            clean.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            clean.append(part)
+            node = node[part]
+        elif err["type"] in ("missing", "extra_forbidden") and part == loc[-1]:
+            clean.append(part)
+    path = format_path(clean) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = clean[-1] if clean else loc[-1]
+        allowed = _allowed_keys(Experiment, tuple(p for p in clean[:-1] if isinstance(p, str)
+                                                  and not _is_mapping_key(clean, p)))
+        hint = ""
+        if allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return f"{path}: unknown key{hint}; allowed keys: {', '.join(allowed)}"
+        return f"{path}: unknown key"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        # a model validator's own "field: message" -> scope it
+        head, sep, rest = msg.partition(": ")
+        if sep and " " not in head:
+            value = node.get(head) if isinstance(node, dict) else None
+            got = f", got {value!r}" if value is not None and "got" not in rest else ""
+            return f"{format_path([*clean, head])}: {rest}{got}"
+        return f"{path}: {msg}"
+    value = err.get("input")
+    msg = msg[0].lower() + msg[1:]
+    return f"{path}: {msg}, got {value!r}"
+
+
+def _is_mapping_key(path: list, part) -> bool:
+    """True for keys of free-form mappings (cell type names etc.), not schema fields."""
+    idx = path.index(part)
+    return idx > 0 and path[idx - 1] in ("cell_types", "mature", "myeloablation", "composition",
+                                         "differentiation", "probabilities")
+
+
+def validate(data: dict) -> Experiment:
+    """Validate a plain mapping into an :class:`Experiment` or raise :class:`ConfigError`."""
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise ConfigError(_describe_error(errors[0], data)) from None
+    except ScopedError as exc:  # pragma: no cover - pydantic wraps these; kept for clarity
+        raise ConfigError(str(exc)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple = (),
+                seed: int | None = None) -> Experiment:
+    """Load, merge bases, apply ``--set`` overrides and validate a config file.
+
+    Parameters
+    ----------
+    path : path to a YAML experiment file.
+    overrides : ``"key.path=value"`` strings, applied after base merging.
+    seed : if given, replaces the config's ``seed``.
+    """
+    path = Path(path)
+    data = resolve_bases(load_yaml(path), path.resolve())
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(data, key, value)
+    if seed is not None:
+        data["seed"] = seed
+    exp = validate(data)
+    check_memory(exp)
+    return exp
+
+
+def available_memory_bytes() -> int:
+    """Physical memory the machine has (the bound for up-front refusals)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def estimate_memory_bytes(exp: Experiment) -> int:
+    """Peak memory of a kernel run: state, order/scratch arrays, pool and snapshots."""
+    n = exp.lattice.n_sites
+    per_site = STATE_BYTES_PER_SITE + 4  # + the int32 visit order
+    pool = 2 * n * 10
+    t = exp.time
+    interval = t.snapshot_interval_days or t.duration_days
+    n_snapshots = int(t.duration_days / interval) + 2
+    snapshots = n_snapshots * n * 7
+    return n * per_site + pool + snapshots
+
+
+def check_memory(exp: Experiment, limit_fraction: float = 0.8) -> None:
+    """Refuse up front a run whose estimate exceeds ``limit_fraction`` of memory."""
+    need = estimate_memory_bytes(exp)
+    have = available_memory_bytes()
+    if need > limit_fraction * have:
+        raise ConfigError(
+            f"lattice.size: {exp.lattice.size} ({exp.lattice.dims}D, {exp.lattice.n_sites:,} sites) "
+            f"needs about {need / 2**30:.1f} GiB with its snapshots, more than "
+            f"{limit_fraction:.0%} of this machine's {have / 2**30:.1f} GiB; use a smaller lattice "
+            f"or a longer time.snapshot_interval_days"
+        )
+
+
+def dump_config(exp: Experiment) -> str:
+    """The resolved config as YAML (what a run directory stores)."""
+    return yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)

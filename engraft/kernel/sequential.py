@@ -1,0 +1,336 @@
+"""The sequential agent kernel: random sequential update over SoA lattice state.
+
+One call advances the lattice and the circulating pool by ``n_steps`` steps.
+Per step (model page, section 4):
+
+1. Every site occupied at the start of the step is visited once, in a fresh
+   uniformly random order (Mesa's ``shuffle_do`` semantics). Only a cell's own
+   event removes it, so a listed site still holds its cell when visited;
+   daughters born during the step are not visited until the next step.
+2. A visited HSC off a niche first loses affinity (times ``affinity_decay``);
+   below ``affinity_min`` it commits in place to the HSC's differentiated type
+   and has no other event this step.
+3. One uniform draw decides whether an event happens (``p_any`` of the cell's
+   state class) and which (``cum``): see :mod:`engraft.rates`.
+4. After the sweep, every circulating cell resolves its step exactly: it
+   lodges (rate ``lodging_rate`` x free fraction of its target sites), dies
+   (rate ``death_rate``), or stays in the blood, in a random order so that
+   competition for the last free niches is fair.
+
+Mature output is not simulated here: each exit is counted in ``exits``
+(per step and cell type: cells, graft cells, transduced cells, vector copies,
+expression units) and :mod:`engraft.tally` turns the counts into blood.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engraft.kernel.jit import JIT
+from engraft.kernel.rng import randbelow, shuffle_prefix, uniform
+
+# cell flags
+GRAFT = np.uint8(1)
+QUIESCENT = np.uint8(2)
+SILENCED = np.uint8(4)
+EMPTY = -1
+
+# indices into the int64 geometry vector
+G_DIMS, G_SIZE, G_PERIODIC, G_PLACEMENT_POOL = 0, 1, 2, 3
+# columns of the per-type int64 table
+T_IS_HSC, T_MAX_DIV, T_TERMINAL = 0, 1, 2
+# exit tally quantities
+X_CELLS, X_GRAFT, X_TRANSDUCED, X_VCN, X_EXPRESSION = 0, 1, 2, 3, 4
+N_EXIT_QUANTITIES = 5
+# counters
+C_EMPTY, C_EMPTY_NICHE = 0, 1
+# events (same numbers as engraft.rates)
+E_DIVIDE, E_DIE, E_ACTIVATE, E_EGRESS, E_SILENCE = 0, 1, 2, 3, 4
+
+
+@njit(**JIT)
+def transgene_state(vcn, flags):
+    """0: no vector, 1: expressing, 2: silenced (engraft.rates NONE/EXPRESSING/SILENCED)."""
+    if vcn == 0:
+        return 0
+    if flags & SILENCED:
+        return 2
+    return 1
+
+
+@njit(**JIT)
+def empty_neighbours(site, geom, offsets, ctype, buf):
+    """Write the empty neighbours of ``site`` into ``buf``; return how many."""
+    dims = geom[G_DIMS]
+    size = geom[G_SIZE]
+    periodic = geom[G_PERIODIC] != 0
+    x = site % size
+    y = (site // size) % size
+    z = site // (size * size) if dims == 3 else 0
+    n = 0
+    for k in range(offsets.shape[0]):
+        nx = x + offsets[k, 0]
+        ny = y + offsets[k, 1]
+        nz = z + offsets[k, 2]
+        if periodic:
+            nx %= size
+            ny %= size
+            if dims == 3:
+                nz %= size
+        elif nx < 0 or nx >= size or ny < 0 or ny >= size or nz < 0 or nz >= size:
+            continue
+        j = nx + size * (ny + size * nz)
+        if ctype[j] == EMPTY:
+            buf[n] = j
+            n += 1
+    return n
+
+
+@njit(**JIT)
+def draw_category(cum_row, u):
+    """Index of the first cumulative probability above ``u``."""
+    for k in range(cum_row.shape[0]):
+        if u < cum_row[k]:
+            return k
+    return cum_row.shape[0] - 1
+
+
+@njit(**JIT)
+def vacate(site, ctype, flags, vcn, divs, clone, affinity, niche, counters):
+    ctype[site] = EMPTY
+    flags[site] = 0
+    vcn[site] = 0
+    divs[site] = 0
+    clone[site] = 0
+    affinity[site] = 0.0
+    counters[C_EMPTY] += 1
+    if niche[site]:
+        counters[C_EMPTY_NICHE] += 1
+
+
+@njit(**JIT)
+def place(site, t, f, v, d, c, a, ctype, flags, vcn, divs, clone, affinity, niche, counters, is_hsc):
+    """Put a cell on an empty site; an HSC landing on a niche becomes quiescent."""
+    if is_hsc and niche[site]:
+        f = f | QUIESCENT
+        a = 1.0
+    else:
+        f = f & ~QUIESCENT
+    ctype[site] = t
+    flags[site] = f
+    vcn[site] = v
+    divs[site] = d
+    clone[site] = c
+    affinity[site] = a
+    counters[C_EMPTY] -= 1
+    if niche[site]:
+        counters[C_EMPTY_NICHE] -= 1
+
+
+@njit(**JIT)
+def pool_push(t, f, v, d, c, pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n):
+    k = pool_n[0]
+    pool_type[k] = t
+    pool_flags[k] = f & ~QUIESCENT
+    pool_vcn[k] = v
+    pool_divs[k] = d
+    pool_clone[k] = c
+    pool_n[0] = k + 1
+
+
+@njit(**JIT)
+def daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state):
+    """Type of a new daughter of a cell of type ``t``."""
+    if t == hsc_type:
+        if uniform(state) < self_renewal:
+            return hsc_type
+        return hsc_diff_type
+    return draw_category(diff_cum[t], uniform(state))
+
+
+@njit(**JIT)
+def divisions_for(t_new, t_old, divs_old, tint):
+    """Divisions left of a daughter: one fewer if it kept the type, else its type's maximum."""
+    if t_new == t_old:
+        return divs_old - 1
+    return tint[t_new, T_MAX_DIV]
+
+
+@njit(**JIT)
+def record_exit(row, t, f, v, expr_weight, exits):
+    exits[row, t, X_CELLS] += 1.0
+    if f & GRAFT:
+        exits[row, t, X_GRAFT] += 1.0
+    if v > 0:
+        exits[row, t, X_TRANSDUCED] += 1.0
+        exits[row, t, X_VCN] += v
+        if not (f & SILENCED):
+            exits[row, t, X_EXPRESSION] += expr_weight[v]
+
+
+@njit(**JIT)
+def run_steps(
+    n_steps, exits,
+    ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, order, counters,
+    geom, offsets, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
+    p_any, cum, blood_par, expr_weight,
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
+    state,
+):
+    """Advance ``n_steps`` steps; return how many were done.
+
+    Fewer than ``n_steps`` are done only when the pool arrays might overflow
+    in the next step; the caller then grows them and calls again.
+    ``exits[s]`` receives the exits of the s-th step of this call.
+    """
+    n_sites = ctype.shape[0]
+    n_niche = niche_sites.shape[0]
+    self_renewal = hsc_par[0]
+    affinity_decay = hsc_par[1]
+    affinity_min = hsc_par[2]
+    lodging_rate = blood_par[0]
+    death_rate = blood_par[1]
+    dt = blood_par[2]
+    placement_pool = geom[G_PLACEMENT_POOL] != 0
+    capacity = pool_type.shape[0]
+    buf = np.empty(offsets.shape[0], dtype=np.int64)
+
+    for step in range(n_steps):
+        # --- 1. the sites occupied now, in a fresh random order ---------------------
+        m = 0
+        for i in range(n_sites):
+            if ctype[i] != EMPTY:
+                order[m] = i
+                m += 1
+        if pool_n[0] + m > capacity:
+            return step
+        shuffle_prefix(order, m, state)
+
+        for j in range(m):
+            i = order[j]
+            t = ctype[i]
+            f = flags[i]
+            v = vcn[i]
+            g = transgene_state(v, f)
+            hsc = tint[t, T_IS_HSC] != 0
+            h = 0
+            if hsc:
+                if niche[i]:
+                    h = 0 if f & QUIESCENT else 1
+                else:
+                    h = 2
+                    a = affinity[i] * affinity_decay
+                    affinity[i] = a
+                    if a < affinity_min:
+                        # Roeder-Loeffler: too little niche affinity left -> commit
+                        ctype[i] = hsc_diff_type
+                        divs[i] = tint[hsc_diff_type, T_MAX_DIV]
+                        affinity[i] = 0.0
+                        continue
+            u = uniform(state)
+            p = p_any[t, h, g]
+            if u >= p:
+                continue
+            event = draw_category(cum[t, h, g], u / p)
+
+            if event == E_DIE:
+                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+            elif event == E_SILENCE:
+                flags[i] = f | SILENCED
+            elif event == E_ACTIVATE:
+                flags[i] = f & ~QUIESCENT
+            elif event == E_EGRESS:
+                pool_push(t, f, v, divs[i], clone[i], pool_type, pool_flags, pool_vcn,
+                          pool_divs, pool_clone, pool_n)
+                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+            elif hsc:  # E_DIVIDE of an HSC: the mother stays an HSC
+                target = -1
+                if not placement_pool:
+                    n_free = empty_neighbours(i, geom, offsets, ctype, buf)
+                    if n_free == 0:
+                        continue  # no room: the division waits
+                    target = buf[randbelow(state, n_free)]
+                td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
+                df = f & ~QUIESCENT
+                if placement_pool:
+                    pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn,
+                              pool_divs, pool_clone, pool_n)
+                else:
+                    place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
+                          divs, clone, affinity, niche, counters, td == hsc_type)
+                if niche[i]:
+                    flags[i] = f | QUIESCENT  # back to rest in its niche
+            else:  # E_DIVIDE of a progenitor
+                d = divs[i]
+                if d == 0:
+                    if tint[t, T_TERMINAL]:
+                        record_exit(step, t, f, v, expr_weight, exits)
+                        vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+                    else:
+                        tn = draw_category(exit_cum[t], uniform(state))
+                        ctype[i] = tn
+                        divs[i] = tint[tn, T_MAX_DIV]
+                    continue
+                target = -1
+                if not placement_pool:
+                    n_free = empty_neighbours(i, geom, offsets, ctype, buf)
+                    if n_free == 0:
+                        continue
+                    target = buf[randbelow(state, n_free)]
+                t1 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                t2 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                d2 = divisions_for(t2, t, d, tint)
+                ctype[i] = t1
+                divs[i] = divisions_for(t1, t, d, tint)
+                if placement_pool:
+                    pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn,
+                              pool_divs, pool_clone, pool_n)
+                else:
+                    place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
+                          affinity, niche, counters, False)
+
+        # --- 2. the blood: every circulating cell lodges, dies or stays ---------------
+        n_pool = pool_n[0]
+        for k in range(n_pool):
+            pool_order[k] = k
+        shuffle_prefix(pool_order, n_pool, state)
+        for j in range(n_pool):
+            k = pool_order[j]
+            t = pool_type[k]
+            hsc = tint[t, T_IS_HSC] != 0
+            if hsc:
+                free = counters[C_EMPTY_NICHE] / n_niche if n_niche > 0 else 0.0
+            else:
+                free = counters[C_EMPTY] / n_sites
+            a = lodging_rate * free
+            total = a + death_rate
+            happened = -np.expm1(-total * dt) if total > 0.0 else 0.0
+            u = uniform(state)
+            if u < a / total * happened:
+                # a uniformly random free target site (rejection; free > 0 here)
+                while True:
+                    if hsc:
+                        site = niche_sites[randbelow(state, n_niche)]
+                    else:
+                        site = randbelow(state, n_sites)
+                    if ctype[site] == EMPTY:
+                        break
+                place(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k],
+                      1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
+                pool_type[k] = EMPTY
+            elif u < happened:
+                pool_type[k] = EMPTY
+        # compact the pool, keeping the survivors in index order
+        w = 0
+        for k in range(n_pool):
+            if pool_type[k] != EMPTY:
+                pool_type[w] = pool_type[k]
+                pool_flags[w] = pool_flags[k]
+                pool_vcn[w] = pool_vcn[k]
+                pool_divs[w] = pool_divs[k]
+                pool_clone[w] = pool_clone[k]
+                w += 1
+        pool_n[0] = w
+    return n_steps

@@ -1,0 +1,176 @@
+"""The marrow lattice: geometry, niche map and structure-of-arrays cell state.
+
+Sites are numbered ``x + L * (y + L * z)``. Per site the state is
+
+========== ======= ==========================================================
+array      dtype   meaning
+========== ======= ==========================================================
+ctype      int8    cell type index (``-1``: empty)
+flags      uint8   bit 0 graft origin, bit 1 quiescent (HSC), bit 2 silenced
+vcn        uint8   vector copies (0: not transduced)
+divs       uint8   divisions left (progenitors)
+clone      int32   clone id (0: host; graft clones numbered from 1)
+affinity   float32 niche affinity of an HSC (Roeder-Loeffler)
+niche      uint8   1 on niche sites (fixed)
+========== ======= ==========================================================
+
+13 bytes per site (:data:`engraft.config.load.STATE_BYTES_PER_SITE`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from engraft.kernel.sequential import EMPTY, GRAFT, QUIESCENT, SILENCED
+
+__all__ = ["EMPTY", "GRAFT", "QUIESCENT", "SILENCED", "State", "neighbour_offsets", "niche_map"]
+
+
+def neighbour_offsets(dims: int, neighbourhood: str) -> np.ndarray:
+    """Offsets (K, 3) of the neighbourhood; the unused z column is 0 in 2D."""
+    out = []
+    for delta in itertools.product((-1, 0, 1), repeat=dims):
+        manhattan = sum(abs(d) for d in delta)
+        if manhattan == 0:
+            continue
+        if neighbourhood == "von_neumann" and manhattan != 1:
+            continue
+        out.append(list(delta) + [0] * (3 - dims))
+    return np.asarray(out, dtype=np.int64)
+
+
+def site_coordinates(size: int, dims: int) -> np.ndarray:
+    """Coordinates (N, dims) of every site, in site order."""
+    idx = np.arange(size**dims)
+    coords = [idx % size, (idx // size) % size]
+    if dims == 3:
+        coords.append(idx // (size * size))
+    return np.stack(coords, axis=1)
+
+
+def niche_map(size: int, dims: int, fraction: float, placement: str,
+              cluster_count: int | None, periodic: bool, rng: np.random.Generator) -> np.ndarray:
+    """A uint8 map with exactly ``round(fraction * N)`` niche sites.
+
+    ``random``: a uniformly random subset. ``clustered``: the sites nearest to
+    ``cluster_count`` random vessel centres (ties broken at random), so niches
+    form blobs around vessels as perivascular and endosteal niches do.
+    """
+    n = size**dims
+    k = int(round(fraction * n))
+    niche = np.zeros(n, dtype=np.uint8)
+    if k == 0:
+        return niche
+    if placement == "random":
+        niche[rng.choice(n, size=k, replace=False)] = 1
+        return niche
+    n_centres = cluster_count or max(1, int(round(np.sqrt(k) / 2)))
+    coords = site_coordinates(size, dims)
+    centres = coords[rng.choice(n, size=n_centres, replace=False)]
+    best = np.full(n, np.inf)
+    for centre in centres:
+        delta = np.abs(coords - centre)
+        if periodic:
+            delta = np.minimum(delta, size - delta)
+        best = np.minimum(best, np.sqrt((delta.astype(np.float64) ** 2).sum(axis=1)))
+    score = best + rng.random(n) * 0.5  # random tie-breaking within a shell
+    niche[np.argpartition(score, k - 1)[:k]] = 1
+    return niche
+
+
+@dataclass
+class State:
+    """Structure-of-arrays lattice state plus the circulating pool."""
+
+    ctype: np.ndarray
+    flags: np.ndarray
+    vcn: np.ndarray
+    divs: np.ndarray
+    clone: np.ndarray
+    affinity: np.ndarray
+    niche: np.ndarray
+
+    @classmethod
+    def empty(cls, niche: np.ndarray) -> State:
+        n = niche.shape[0]
+        return cls(
+            ctype=np.full(n, EMPTY, dtype=np.int8),
+            flags=np.zeros(n, dtype=np.uint8),
+            vcn=np.zeros(n, dtype=np.uint8),
+            divs=np.zeros(n, dtype=np.uint8),
+            clone=np.zeros(n, dtype=np.int32),
+            affinity=np.zeros(n, dtype=np.float32),
+            niche=niche,
+        )
+
+    @property
+    def n_sites(self) -> int:
+        return self.ctype.shape[0]
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in fields(self))
+
+    def copy(self) -> State:
+        return State(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+
+
+@dataclass
+class Pool:
+    """Cells circulating in the blood (structure of arrays, first ``n`` valid)."""
+
+    ctype: np.ndarray
+    flags: np.ndarray
+    vcn: np.ndarray
+    divs: np.ndarray
+    clone: np.ndarray
+    n: np.ndarray  # int64[1], shared with the kernel
+
+    @classmethod
+    def with_capacity(cls, capacity: int) -> Pool:
+        return cls(
+            ctype=np.full(capacity, EMPTY, dtype=np.int8),
+            flags=np.zeros(capacity, dtype=np.uint8),
+            vcn=np.zeros(capacity, dtype=np.uint8),
+            divs=np.zeros(capacity, dtype=np.uint8),
+            clone=np.zeros(capacity, dtype=np.int32),
+            n=np.zeros(1, dtype=np.int64),
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.ctype.shape[0]
+
+    @property
+    def size(self) -> int:
+        return int(self.n[0])
+
+    def grow(self, needed: int) -> None:
+        """Make room for ``needed`` cells in all, keeping the current ones."""
+        if needed <= self.capacity:
+            return
+        new = max(needed, 2 * self.capacity)
+        for name in ("ctype", "flags", "vcn", "divs", "clone"):
+            old = getattr(self, name)
+            arr = np.full(new, EMPTY, dtype=old.dtype) if name == "ctype" else np.zeros(new, old.dtype)
+            arr[: self.size] = old[: self.size]
+            setattr(self, name, arr)
+
+    def add(self, ctype, flags, vcn, divs, clone) -> None:
+        k = len(ctype)
+        self.grow(self.size + k)
+        s = slice(self.size, self.size + k)
+        self.ctype[s], self.flags[s], self.vcn[s] = ctype, flags, vcn
+        self.divs[s], self.clone[s] = divs, clone
+        self.n[0] += k
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the valid cells where ``mask`` is true (order preserved)."""
+        k = self.size
+        idx = np.flatnonzero(mask[:k])
+        for name in ("ctype", "flags", "vcn", "divs", "clone"):
+            arr = getattr(self, name)
+            arr[: len(idx)] = arr[idx]
+        self.n[0] = len(idx)

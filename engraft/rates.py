@@ -1,0 +1,126 @@
+"""Rates per day -> per-step event probabilities (competing risks).
+
+Both engines use this module and only this module to turn a config's rates
+into what happens in one step, so the Numba kernel and the Mesa reference
+cannot drift apart here.
+
+A cell in a given *state class* has competing events with rates r_i (per
+day). Over a step of length dt, with R = sum r_i, some event happens with
+probability ``1 - exp(-R dt)``, and it is event i with probability r_i / R
+(model page, section 4). A state class is (cell type, HSC state, transgene
+state):
+
+- HSC state: ``QUIESCENT`` (in a niche, resting), ``ACTIVE`` (in a niche,
+  cycling) or ``OFF_NICHE`` (cycling, losing niche affinity). Progenitors are
+  always class ``QUIESCENT`` here; the value is unused for them.
+- transgene state: ``NONE`` (no vector), ``EXPRESSING``, ``SILENCED``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from engraft.config.schema import Experiment
+
+# HSC states
+QUIESCENT, ACTIVE, OFF_NICHE = 0, 1, 2
+N_HSC_STATES = 3
+# transgene states
+NONE, EXPRESSING, SILENCED = 0, 1, 2
+N_TG_STATES = 3
+# events
+DIVIDE, DIE, ACTIVATE, EGRESS, SILENCE = 0, 1, 2, 3, 4
+N_EVENTS = 5
+EVENT_NAMES = ("divide", "die", "activate", "egress", "silence")
+
+
+def rate_table(exp: Experiment) -> np.ndarray:
+    """Rates per day, shape (n_types, N_HSC_STATES, N_TG_STATES, N_EVENTS)."""
+    names = exp.type_names
+    fit = exp.transgene.fitness
+    table = np.zeros((len(names), N_HSC_STATES, N_TG_STATES, N_EVENTS))
+    for t, name in enumerate(names):
+        ct = exp.cell_types[name]
+        for h in range(N_HSC_STATES):
+            if ct.kind != "hsc" and h != QUIESCENT:
+                continue
+            for g in range(N_TG_STATES):
+                div_f = fit.division_factor if g != NONE else 1.0
+                die_f = fit.apoptosis_factor if g != NONE else 1.0
+                r = table[t, h, g]
+                r[DIE] = ct.apoptosis_rate * die_f
+                if g == EXPRESSING:
+                    r[SILENCE] = exp.transgene.silencing_rate
+                if ct.kind == "hsc":
+                    r[EGRESS] = exp.circulation.egress_rate
+                    if h == QUIESCENT:
+                        r[ACTIVATE] = ct.activation_rate
+                    else:
+                        r[DIVIDE] = ct.division_rate * div_f
+                else:
+                    r[DIVIDE] = ct.division_rate * div_f
+    return table
+
+
+def event_probabilities(rates: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Competing-risks probabilities for one step.
+
+    Parameters
+    ----------
+    rates : array (..., n_events)
+        Rates per day of each competing event.
+    dt : float
+        Step length in days.
+
+    Returns
+    -------
+    p_any : array (...)
+        Probability that some event happens in the step, ``1 - exp(-R dt)``.
+    cumulative : array (..., n_events)
+        Cumulative probability of each event given that one happens
+        (``cumsum(r_i) / R``; the last entry is 1, or 0 where R = 0).
+    """
+    rates = np.asarray(rates, dtype=np.float64)
+    total = rates.sum(axis=-1)
+    p_any = -np.expm1(-total * dt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cumulative = np.where(total[..., None] > 0, np.cumsum(rates, axis=-1) / total[..., None], 0.0)
+    cumulative[..., -1] = np.where(total > 0, 1.0, 0.0)
+    return p_any, cumulative
+
+
+def step_tables(exp: Experiment) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`event_probabilities` of :func:`rate_table` at the config's dt."""
+    return event_probabilities(rate_table(exp), exp.time.dt_days)
+
+
+def max_total_rates(exp: Experiment) -> dict[str, float]:
+    """Largest total event rate (per day) over the state classes of each type."""
+    table = rate_table(exp)
+    return {name: float(table[t].sum(axis=-1).max()) for t, name in enumerate(exp.type_names)}
+
+
+def blood_outcome_probabilities(lodging_rate: float, death_rate: float, dt: float
+                                ) -> tuple[float, float]:
+    """Exact outcome of a step in the blood: (P(lodge), P(die)).
+
+    A circulating cell lodges at rate ``lodging_rate`` (already multiplied by
+    the free-site fraction) and dies at ``death_rate``; both are exponential
+    and compete, so over dt it lodges with probability
+    ``a / (a + b) * (1 - exp(-(a + b) dt))`` and likewise dies; otherwise it is
+    still circulating.
+    """
+    total = lodging_rate + death_rate
+    if total <= 0.0:
+        return 0.0, 0.0
+    happened = -math.expm1(-total * dt)
+    return lodging_rate / total * happened, death_rate / total * happened
+
+
+def affinity_decay_per_step(affinity_loss_rate: float, dt: float) -> float:
+    """Factor by which an off-niche HSC's niche affinity falls in one step."""
+    return math.exp(-affinity_loss_rate * dt)

@@ -1,0 +1,237 @@
+"""Read-outs per recorded time point, computed in one place for every engine.
+
+The kernel engine, the Mesa reference, the plots and the tests all call
+:func:`record_row` (one time point) and :func:`clone_table` /
+:func:`summarize` (end of run), so a read-out means the same everywhere.
+
+Conventions:
+
+- *chimerism*: graft (donor) cells / all cells of that population.
+- *transduced fraction*: cells carrying at least one vector copy / all cells.
+- *VCN* is the bulk mean over all cells of the population, transduced or not,
+  as a ddPCR assay of that population reports it.
+- *clones*: graft cells on the lattice (all types) grouped by clone id.
+  Shannon diversity H = -sum p ln p over clone shares; ``top_clone_share`` is
+  the largest clone's share of graft lattice cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engraft import tally
+from engraft.lattice import EMPTY, GRAFT
+
+ORIGINS = ("host", "graft")
+
+
+@dataclass(frozen=True)
+class ReadoutSpec:
+    """What :func:`record_row` needs to know about the experiment (no config object)."""
+
+    type_names: tuple[str, ...]
+    hsc_index: int
+    lineage_names: tuple[str, ...]
+    factor_mode: str  # "secreted" or "platelet_stored"
+    expressing: tuple[str, ...]  # lineages that express the transgene
+    expression_per_vcn: float
+    baseline_iu_dl: float
+    threshold_iu_dl: float
+    bleeding_at_15: float
+    bleeding_reduction: float
+
+    @classmethod
+    def from_experiment(cls, exp) -> ReadoutSpec:
+        names = tuple(exp.type_names)
+        return cls(
+            type_names=names,
+            hsc_index=names.index(exp.hsc_type),
+            lineage_names=tuple(exp.lineage_names),
+            factor_mode=exp.transgene.mode,
+            expressing=tuple(exp.transgene.lineages),
+            expression_per_vcn=exp.transgene.expression_per_vcn,
+            baseline_iu_dl=exp.pk.baseline_iu_dl,
+            threshold_iu_dl=exp.readouts.threshold_iu_dl,
+            bleeding_at_15=exp.readouts.bleeding.joint_bleeds_per_year_at_15,
+            bleeding_reduction=exp.readouts.bleeding.reduction_per_iu_dl,
+        )
+
+
+def _safe_ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den > 0 else float("nan")
+
+
+def clone_sizes(ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray) -> np.ndarray:
+    """Lattice graft cells per clone id (index = clone id; index 0 unused)."""
+    graft = (ctype != EMPTY) & ((flags & GRAFT) != 0)
+    ids = clone[graft]
+    if ids.size == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.bincount(ids)
+
+
+def diversity(sizes: np.ndarray) -> tuple[int, float, float]:
+    """(clones alive, Shannon diversity, top clone share) from clone sizes."""
+    sizes = sizes[sizes > 0]
+    if sizes.size == 0:
+        return 0, 0.0, float("nan")
+    p = sizes / sizes.sum()
+    return int(sizes.size), float(-(p * np.log(p)).sum()), float(p.max())
+
+
+def factor_level(spec: ReadoutSpec, mature: np.ndarray, conc_iu_dl: float) -> dict:
+    """Factor read-outs: plasma level (IU/dL), class, bleeding, platelet content."""
+    out = {}
+    if spec.factor_mode == "secreted":
+        level = spec.baseline_iu_dl + conc_iu_dl
+        out["factor_iu_dl"] = level
+        out["transgene_iu_dl"] = conc_iu_dl
+    else:
+        lin = spec.lineage_names.index(spec.expressing[0])
+        cells = mature[lin, tally.CELLS]
+        per_1e8 = spec.expression_per_vcn * _safe_ratio(mature[lin, tally.EXPRESSION_UNITS], cells)
+        # platelet-stored FVIII is not in plasma: the plasma level stays endogenous
+        level = spec.baseline_iu_dl
+        out["factor_iu_dl"] = level
+        out["transgene_iu_dl"] = 0.0
+        out["platelet_factor_iu_per_1e8"] = per_1e8
+        out["platelet_factor_iu_per_platelet"] = per_1e8 / 1e8
+    out["severity"] = tally.severity(level)
+    out["joint_bleeds_per_year"] = tally.joint_bleeds_per_year(
+        level, spec.bleeding_at_15, spec.bleeding_reduction
+    )
+    return out
+
+
+def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarray,
+               vcn: np.ndarray, clone: np.ndarray, pool_size: int, mature: np.ndarray,
+               conc_iu_dl: float, baseline_mature: np.ndarray | None = None) -> dict:
+    """All read-outs of one time point as a flat dict (one row of the time series).
+
+    Parameters
+    ----------
+    spec : what the experiment reports.
+    day : days since conditioning (negative during burn-in).
+    ctype, flags, vcn, clone : lattice state arrays (see :mod:`engraft.lattice`).
+    pool_size : cells circulating in the blood.
+    mature : (n_lineages, 5) whole-body compartment contents (see :mod:`engraft.tally`).
+    conc_iu_dl : transgene factor in plasma, IU/dL.
+    baseline_mature : the compartments before conditioning, for relative sizes.
+    """
+    row: dict = {"day": float(day)}
+    occupied = ctype != EMPTY
+    graft = (flags & GRAFT) != 0
+    n_types = len(spec.type_names)
+    host_counts = np.bincount(ctype[occupied & ~graft], minlength=n_types)
+    graft_counts = np.bincount(ctype[occupied & graft], minlength=n_types)
+    for t, name in enumerate(spec.type_names):
+        row[f"{name}_host"] = int(host_counts[t])
+        row[f"{name}_graft"] = int(graft_counts[t])
+    row["pool_cells"] = int(pool_size)
+    row["occupancy"] = float(occupied.mean())
+
+    hsc = ctype == spec.hsc_index
+    n_hsc = int(hsc.sum())
+    row["hsc_chimerism"] = _safe_ratio(graft_counts[spec.hsc_index], n_hsc)
+    row["hsc_transduced_fraction"] = _safe_ratio(np.count_nonzero(vcn[hsc]), n_hsc)
+    row["hsc_vcn"] = _safe_ratio(vcn[hsc].sum(dtype=np.int64), n_hsc)
+
+    for lin, name in enumerate(spec.lineage_names):
+        m = mature[lin]
+        row[f"{name}_cells"] = float(m[tally.CELLS])
+        row[f"{name}_chimerism"] = _safe_ratio(m[tally.GRAFT_CELLS], m[tally.CELLS])
+        row[f"{name}_transduced_fraction"] = _safe_ratio(m[tally.TRANSDUCED_CELLS], m[tally.CELLS])
+        row[f"{name}_vcn"] = _safe_ratio(m[tally.VECTOR_COPIES], m[tally.CELLS])
+        if baseline_mature is not None:
+            row[f"{name}_relative"] = _safe_ratio(m[tally.CELLS], baseline_mature[lin, tally.CELLS])
+
+    sizes = clone_sizes(ctype, flags, clone)
+    alive, shannon, top = diversity(sizes)
+    row["clones_alive"] = alive
+    row["hsc_clones_alive"] = int(np.unique(clone[hsc & graft]).size)
+    row["shannon_diversity"] = shannon
+    row["top_clone_share"] = top
+    row.update(factor_level(spec, mature, conc_iu_dl))
+    return row
+
+
+def clone_table(spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray,
+                clone_vcn: np.ndarray, clone_infusion: np.ndarray):
+    """Clone sizes at the end of a run: one row per graft clone still on the lattice."""
+    import pandas as pd
+
+    graft = (ctype != EMPTY) & ((flags & GRAFT) != 0)
+    n_ids = max(int(clone.max(initial=0)) + 1, len(clone_vcn))
+    cols = {"clone_id": np.arange(n_ids)}
+    total = np.bincount(clone[graft], minlength=n_ids)
+    for t, name in enumerate(spec.type_names):
+        cols[f"{name}_cells"] = np.bincount(clone[graft & (ctype == t)], minlength=n_ids)
+    cols["lattice_cells"] = total
+    table = pd.DataFrame(cols)
+    table["vcn"] = np.pad(clone_vcn, (0, n_ids - len(clone_vcn)))[table["clone_id"]]
+    table["infusion"] = np.pad(clone_infusion, (0, n_ids - len(clone_infusion)),
+                               constant_values=-1)[table["clone_id"]]
+    table = table[(table["clone_id"] > 0) & (table["lattice_cells"] > 0)].copy()
+    table["share"] = table["lattice_cells"] / max(int(table["lattice_cells"].sum()), 1)
+    return table.sort_values(["lattice_cells", "clone_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def threshold_day(days: np.ndarray, levels: np.ndarray, threshold: float) -> float:
+    """First recorded day from which the level stays at or above ``threshold`` (NaN if never)."""
+    above = np.asarray(levels) >= threshold
+    if not above.size or not above[-1]:
+        return float("nan")
+    below = np.flatnonzero(~above)
+    first = 0 if below.size == 0 else below[-1] + 1
+    return float(np.asarray(days)[first])
+
+
+def recovery_day(days: np.ndarray, relative: np.ndarray, fraction: float) -> float:
+    """First recorded day after day 0 at which a lineage is back to ``fraction`` of baseline.
+
+    Counted from the nadir: the lineage must first have fallen below the
+    fraction (otherwise recovery is immediate, day 0).
+    """
+    days = np.asarray(days)
+    relative = np.asarray(relative)
+    after = days >= 0
+    d, r = days[after], relative[after]
+    if d.size == 0:
+        return float("nan")
+    below = np.flatnonzero(r < fraction)
+    if below.size == 0:
+        return float(d[0])
+    later = np.flatnonzero((r >= fraction) & (np.arange(r.size) > below[0]))
+    return float(d[later[0]]) if later.size else float("nan")
+
+
+def summarize(timeseries, spec: ReadoutSpec, recovery_lineage: str, recovery_fraction: float) -> dict:
+    """End-of-run summary from the time-series table (a pandas DataFrame)."""
+    last = timeseries.iloc[-1]
+    days = timeseries["day"].to_numpy()
+    out = {
+        "final_day": float(last["day"]),
+        "final_factor_iu_dl": float(last["factor_iu_dl"]),
+        "final_severity": str(last["severity"]),
+        "threshold_iu_dl": spec.threshold_iu_dl,
+        "threshold_day": threshold_day(days, timeseries["factor_iu_dl"].to_numpy(), spec.threshold_iu_dl),
+        "final_hsc_chimerism": float(last["hsc_chimerism"]),
+        "final_hsc_vcn": float(last["hsc_vcn"]),
+        "final_clones_alive": int(last["clones_alive"]),
+        "final_shannon_diversity": float(last["shannon_diversity"]),
+        "final_top_clone_share": float(last["top_clone_share"]),
+        "final_joint_bleeds_per_year": float(last["joint_bleeds_per_year"]),
+    }
+    rel = f"{recovery_lineage}_relative"
+    out["recovery_lineage"] = recovery_lineage
+    out["recovery_day"] = (
+        recovery_day(days, timeseries[rel].to_numpy(), recovery_fraction)
+        if rel in timeseries else float("nan")
+    )
+    for name in spec.lineage_names:
+        out[f"final_{name}_chimerism"] = float(last[f"{name}_chimerism"])
+    if "platelet_factor_iu_per_1e8" in timeseries:
+        out["final_platelet_factor_iu_per_1e8"] = float(last["platelet_factor_iu_per_1e8"])
+    return out

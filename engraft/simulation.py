@@ -1,0 +1,493 @@
+"""Orchestration of a run: burn-in, conditioning, infusion, chunked kernel calls, records.
+
+Layers (style guide): config -> :class:`Simulation` (state arrays and the
+timeline) -> :func:`engraft.kernel.sequential.run_steps` (compiled, arrays
+only). The kernel runs many steps per call and returns to Python only at the
+next record, snapshot or event, so Python costs stay per record, not per step.
+
+Random streams: the run's seed feeds one :class:`numpy.random.SeedSequence`;
+its first child drives set-up in Python (niche map, conditioning, infusions,
+transduction), its second seeds the kernel's xoshiro256** state. The same
+config and seed therefore give bit-identical tables.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engraft import rates, tally
+from engraft.config.load import ConfigError
+from engraft.config.schema import Experiment, InfusionConfig
+from engraft.kernel.rng import seed_state
+from engraft.kernel.sequential import (
+    C_EMPTY,
+    C_EMPTY_NICHE,
+    N_EXIT_QUANTITIES,
+    T_IS_HSC,
+    T_MAX_DIV,
+    T_TERMINAL,
+    run_steps,
+)
+from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, neighbour_offsets, niche_map
+from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
+
+ProgressCallback = Callable[[int, int], None]
+
+#: days at the end of burn-in whose mean exit flux sets the mature compartments
+EQUILIBRATION_WINDOW_DAYS = 30.0
+
+
+# ----------------------------------------------------------------------------------
+# scales and infusion sizes: config-level arithmetic shared by both engines
+# ----------------------------------------------------------------------------------
+def niche_site_count(exp: Experiment) -> int:
+    return int(round(exp.lattice.niche_fraction * exp.lattice.n_sites))
+
+
+def scales(exp: Experiment) -> dict[str, float]:
+    """Body cells per lattice cell, per cell type (see MarrowConfig)."""
+    n_niche = niche_site_count(exp)
+    n_other = exp.lattice.n_sites - n_niche
+    hsc_scale = exp.marrow.hsc_count / n_niche if n_niche else math.inf
+    prog_scale = exp.marrow.progenitor_count / n_other if n_other else math.inf
+    return {name: hsc_scale if ct.kind == "hsc" else prog_scale for name, ct in exp.cell_types.items()}
+
+
+def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) -> dict[str, float]:
+    """Mean lattice cells of each type that an infusion puts into the blood."""
+    sc = scales(exp)
+    body = infusion.dose_per_kg * exp.patient.weight_kg * infusion.homing
+    return {name: body * frac / sc[name] for name, frac in infusion.composition.items() if frac > 0}
+
+
+def check_infusions(exp: Experiment) -> None:
+    """A dose that would put no cell of a type on the lattice is an error, with the fix."""
+    for i, inf in enumerate(exp.infusions):
+        for name, mean in expected_infused_lattice_cells(exp, inf).items():
+            if mean >= 1.0:
+                continue
+            needed = exp.lattice.size * (1.0 / mean) ** (1.0 / exp.lattice.dims)
+            raise ConfigError(
+                f"infusions[{i}].composition.{name}: the dose gives {mean:.3g} lattice {name} cells "
+                f"(scale {scales(exp)[name]:.3g} body cells per lattice cell); at least one is "
+                f"needed: use lattice.size >= {math.ceil(needed)} or a larger dose"
+            )
+
+
+def sample_vcn(inf: InfusionConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Vector copies of ``n`` transduced cells (each >= 1, capped at 255)."""
+    spec = inf.vcn
+    if spec.distribution == "categorical":
+        copies = np.array(sorted(spec.probabilities), dtype=np.int64)
+        p = np.array([spec.probabilities[c] for c in copies])
+        return rng.choice(copies, size=n, p=p / p.sum()).astype(np.uint8)
+    out = rng.poisson(spec.mean, size=n)
+    bad = out == 0
+    while bad.any():  # zero-truncated Poisson by rejection
+        out[bad] = rng.poisson(spec.mean, size=int(bad.sum()))
+        bad = out == 0
+    return np.minimum(out, 255).astype(np.uint8)
+
+
+def stochastic_round(x: float, rng: np.random.Generator) -> int:
+    """floor(x) plus one with probability frac(x): unbiased integer for x."""
+    base = math.floor(x)
+    return int(base + (rng.random() < x - base))
+
+
+# ----------------------------------------------------------------------------------
+# the timeline
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Timeline:
+    """Step numbers of everything that happens; step 0 starts at day 0.
+
+    Step k covers days (k dt, (k+1) dt]. An event on day e happens before
+    step round(e / dt); a record on day r is taken after step round(r / dt) - 1.
+    """
+
+    dt: float
+    burn_in_steps: int
+    total_steps: int
+    record_steps: tuple[int, ...]
+    snapshot_steps: tuple[int, ...]
+    conditioning_step: int | None
+    infusion_steps: tuple[int, ...]
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment) -> Timeline:
+        t = exp.time
+        dt = t.dt_days
+        total = int(round(t.duration_days / dt))
+
+        def steps_every(interval: float) -> tuple[int, ...]:
+            n = int(math.floor(t.duration_days / interval + 1e-9))
+            out = {int(round(j * interval / dt)) for j in range(n + 1)} | {0, total}
+            return tuple(sorted(s for s in out if 0 <= s <= total))
+
+        snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else (0, total)
+        cond = None if exp.conditioning is None else int(round(exp.conditioning.day / dt))
+        return cls(
+            dt=dt,
+            burn_in_steps=int(round(t.burn_in_days / dt)),
+            total_steps=total,
+            record_steps=steps_every(t.record_interval_days),
+            snapshot_steps=snaps,
+            conditioning_step=cond,
+            infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
+        )
+
+    def boundaries(self) -> list[int]:
+        """Steps at which control must come back to Python, ascending."""
+        events = set(self.record_steps) | set(self.snapshot_steps) | set(self.infusion_steps)
+        if self.conditioning_step is not None:
+            events.add(self.conditioning_step)
+        return sorted(s for s in events if 0 <= s <= self.total_steps)
+
+
+# ----------------------------------------------------------------------------------
+# kernel parameter arrays
+# ----------------------------------------------------------------------------------
+@dataclass
+class KernelTables:
+    """Every number the kernel needs, as arrays (built once per run)."""
+
+    geom: np.ndarray
+    offsets: np.ndarray
+    tint: np.ndarray
+    diff_cum: np.ndarray
+    exit_cum: np.ndarray
+    hsc_type: int
+    hsc_diff_type: int
+    hsc_par: np.ndarray
+    p_any: np.ndarray
+    cum: np.ndarray
+    blood_par: np.ndarray
+    expr_weight: np.ndarray
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment) -> KernelTables:
+        names = exp.type_names
+        n = len(names)
+        lat = exp.lattice
+        geom = np.array([lat.dims, lat.size, lat.boundary == "periodic",
+                         exp.circulation.placement == "pool"], dtype=np.int64)
+        tint = np.zeros((n, 3), dtype=np.int64)
+        diff_cum = np.zeros((n, n))
+        exit_cum = np.zeros((n, n))
+        for t, name in enumerate(names):
+            ct = exp.cell_types[name]
+            tint[t, T_IS_HSC] = ct.kind == "hsc"
+            if ct.kind == "progenitor":
+                tint[t, T_MAX_DIV] = ct.max_divisions
+                tint[t, T_TERMINAL] = ct.lineage is not None
+                p = np.array([ct.differentiation.get(other, 0.0) for other in names])
+                diff_cum[t] = np.cumsum(p / p.sum())
+                q = p.copy()
+                q[t] = 0.0
+                if q.sum() > 0:
+                    exit_cum[t] = np.cumsum(q / q.sum())
+                diff_cum[t, -1] = 1.0
+        hsc = exp.cell_types[exp.hsc_type]
+        p_any, cum = rates.step_tables(exp)
+        return cls(
+            geom=geom,
+            offsets=neighbour_offsets(lat.dims, lat.neighbourhood),
+            tint=tint,
+            diff_cum=diff_cum,
+            exit_cum=exit_cum,
+            hsc_type=names.index(exp.hsc_type),
+            hsc_diff_type=names.index(hsc.differentiated_type),
+            hsc_par=np.array([hsc.self_renewal,
+                              rates.affinity_decay_per_step(hsc.affinity_loss_rate, exp.time.dt_days),
+                              hsc.affinity_min]),
+            p_any=p_any,
+            cum=cum,
+            blood_par=np.array([exp.circulation.lodging_rate,
+                                24 * 60 / exp.circulation.blood_lifetime_minutes,
+                                exp.time.dt_days]),
+            expr_weight=tally.expression_weights(exp.transgene.vcn_response,
+                                                 exp.transgene.vcn_half_saturation),
+        )
+
+
+@dataclass
+class TallyTables:
+    """Maps per-type exit counts to whole-body lineage inflow; plasma constants."""
+
+    exit_to_lineage: np.ndarray  # (n_types, n_lineages): body cells per exit
+    tau: np.ndarray
+    secretion: np.ndarray  # IU/day per expression unit, per lineage
+    k: float
+    volume_dl: float
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment) -> TallyTables:
+        sc = scales(exp)
+        lineages = exp.lineage_names
+        exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
+        for t, name in enumerate(exp.type_names):
+            ct = exp.cell_types[name]
+            if ct.kind == "progenitor" and ct.lineage is not None:
+                exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
+        tg = exp.transgene
+        secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
+                              else 0.0 for lin in lineages])
+        return cls(
+            exit_to_lineage=exit_to_lineage,
+            tau=np.array([exp.mature[lin].lifespan_days for lin in lineages]),
+            secretion=secretion,
+            k=math.log(2) / exp.pk.half_life_days,
+            volume_dl=exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0,
+        )
+
+    def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
+        """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
+        return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
+
+
+# ----------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """Everything one run produced (see :mod:`engraft.results` for the files)."""
+
+    config: Experiment
+    seed: int
+    engine: str
+    timeseries: object  # pandas.DataFrame, one row per record
+    clones: object  # pandas.DataFrame, one row per graft clone alive at the end
+    snapshots: dict[str, np.ndarray]
+    summary: dict
+    wall_seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------
+# the kernel engine
+# ----------------------------------------------------------------------------------
+class Simulation:
+    """A kernel-engine run of one experiment with one seed.
+
+    Most users call :func:`engraft.simulate`; tests and scripts use the
+    pieces (``burn_in``, ``condition``, ``infuse``, ``advance``, ``record``).
+    """
+
+    engine = "kernel"
+
+    def __init__(self, exp: Experiment, seed: int | None = None):
+        check_infusions(exp)
+        self.exp = exp
+        self.seed = int(exp.seed if seed is None else seed)
+        setup_seq, kernel_seq = np.random.SeedSequence(self.seed).spawn(2)
+        self.rng = np.random.default_rng(setup_seq)
+        self.kstate = seed_state(kernel_seq)
+        self.timeline = Timeline.from_experiment(exp)
+        self.tables = KernelTables.from_experiment(exp)
+        self.tally_tables = TallyTables.from_experiment(exp)
+        self.spec = ReadoutSpec.from_experiment(exp)
+        lat = exp.lattice
+        niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+        self.state = State.empty(niche)
+        self.niche_sites = np.flatnonzero(niche).astype(np.int64)
+        self.order = np.empty(self.state.n_sites, dtype=np.int64)
+        self.pool = Pool.with_capacity(2 * self.state.n_sites + 1024)
+        self.pool_order = np.empty(self.pool.capacity, dtype=np.int64)
+        self.counters = np.zeros(2, dtype=np.int64)
+        self.mature = np.zeros((len(exp.lineage_names), N_EXIT_QUANTITIES))
+        self.conc = np.zeros(1)
+        self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
+        self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
+        self.next_clone = 1
+        self.step = -self.timeline.burn_in_steps
+        self.baseline_mature: np.ndarray | None = None
+        self._seed_host_hscs()
+
+    # -- state set-up -------------------------------------------------------------
+    def _seed_host_hscs(self) -> None:
+        """Host HSCs fill every niche, quiescent, before burn-in."""
+        s = self.state
+        s.ctype[self.niche_sites] = self.tables.hsc_type
+        s.flags[self.niche_sites] = QUIESCENT
+        s.affinity[self.niche_sites] = 1.0
+        self.recount()
+
+    def recount(self) -> None:
+        """Recompute the empty-site counters after a change made from Python."""
+        empty = self.state.ctype == EMPTY
+        self.counters[C_EMPTY] = int(empty.sum())
+        self.counters[C_EMPTY_NICHE] = int((empty & (self.state.niche != 0)).sum())
+
+    # -- stepping -------------------------------------------------------------------
+    def advance(self, n_steps: int) -> np.ndarray:
+        """Run ``n_steps`` kernel steps and the tally over them; return the exit counts."""
+        exits = np.zeros((n_steps, len(self.exp.type_names), N_EXIT_QUANTITIES))
+        done = 0
+        s, p, t = self.state, self.pool, self.tables
+        while done < n_steps:
+            k = run_steps(
+                n_steps - done, exits[done:],
+                s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
+                self.order, self.counters,
+                t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
+                t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
+                p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
+                self.kstate,
+            )
+            done += k
+            if done < n_steps:  # the pool might overflow in the next step: grow it
+                p.grow(p.size + s.n_sites + 1024)
+                self.pool_order = np.empty(p.capacity, dtype=np.int64)
+        tt = self.tally_tables
+        tally.advance(self.mature, self.conc, tt.inflow(exits, self.timeline.dt), self.timeline.dt,
+                      tt.tau, tt.secretion, tt.k, tt.volume_dl)
+        self.step += n_steps
+        return exits
+
+    def burn_in(self) -> None:
+        """Run the host alone to steady state; then set the mature compartments to
+        the steady state of the mean exit flux over the last days of burn-in."""
+        n = self.timeline.burn_in_steps
+        if n > 0:
+            exits = self.advance(n)
+            window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / self.timeline.dt))))
+            mean_inflow = self.tally_tables.inflow(exits[-window:], self.timeline.dt).mean(axis=0)
+            self.mature[:] = tally.steady_state(mean_inflow, self.tally_tables.tau)
+        self.step = 0
+        self.baseline_mature = self.mature.copy()
+
+    def condition(self) -> int:
+        """Kill host cells (lattice and blood) with their type's myeloablation; return kills."""
+        cond = self.exp.conditioning
+        if cond is None:
+            return 0
+        kill_p = np.array([cond.myeloablation.get(name, 0.0) for name in self.exp.type_names])
+        s = self.state
+        occupied = np.flatnonzero((s.ctype != EMPTY) & ((s.flags & GRAFT) == 0))
+        killed = occupied[self.rng.random(occupied.size) < kill_p[s.ctype[occupied]]]
+        s.ctype[killed] = EMPTY
+        s.flags[killed] = 0
+        s.vcn[killed] = 0
+        s.divs[killed] = 0
+        s.clone[killed] = 0
+        s.affinity[killed] = 0.0
+        self.recount()
+        p = self.pool
+        if p.size:
+            host = (p.flags[: p.size] & GRAFT) == 0
+            dies = host & (self.rng.random(p.size) < kill_p[p.ctype[: p.size]])
+            p.keep(~dies)
+        return int(killed.size)
+
+    def infuse(self, index: int) -> dict[str, int]:
+        """Put infusion ``index``'s homed cells into the blood; return lattice cells per type."""
+        inf = self.exp.infusions[index]
+        names = self.exp.type_names
+        counts = {name: stochastic_round(mean, self.rng)
+                  for name, mean in expected_infused_lattice_cells(self.exp, inf).items()}
+        ctype = np.concatenate([np.full(c, names.index(name), dtype=np.int8) for name, c in counts.items()]
+                               or [np.zeros(0, np.int8)])
+        n = ctype.size
+        transduced = self.rng.random(n) < inf.transduction
+        vcn = np.zeros(n, dtype=np.uint8)
+        vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
+        divs = self.tables.tint[ctype, T_MAX_DIV].astype(np.uint8)
+        divs[ctype == self.tables.hsc_type] = 0
+        clone = np.arange(self.next_clone, self.next_clone + n, dtype=np.int32)
+        self.next_clone += n
+        self.clone_vcn.append(vcn.copy())
+        self.clone_infusion.append(np.full(n, index, dtype=np.int64))
+        self.pool.add(ctype, np.full(n, GRAFT, dtype=np.uint8), vcn, divs, clone)
+        self.pool_order = np.empty(self.pool.capacity, dtype=np.int64)
+        return counts
+
+    # -- read-outs ---------------------------------------------------------------------
+    @property
+    def day(self) -> float:
+        return self.step * self.timeline.dt
+
+    def record(self) -> dict:
+        s = self.state
+        return record_row(self.spec, self.day, s.ctype, s.flags, s.vcn, s.clone, self.pool.size,
+                          self.mature, float(self.conc[0]), self.baseline_mature)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        s = self.state
+        return {"ctype": s.ctype.copy(), "flags": s.flags.copy(), "vcn": s.vcn.copy(),
+                "clone": s.clone.copy()}
+
+    def clone_table(self):
+        s = self.state
+        return clone_table(self.spec, s.ctype, s.flags, s.clone, np.concatenate(self.clone_vcn),
+                           np.concatenate(self.clone_infusion))
+
+    # -- a whole run ---------------------------------------------------------------------
+    def run(self, progress: ProgressCallback | None = None) -> Result:
+        import pandas as pd
+
+        start = time.perf_counter()
+        tl = self.timeline
+        total = tl.burn_in_steps + tl.total_steps
+        self.burn_in()
+        if progress:
+            progress(tl.burn_in_steps, total)
+        rows, snaps, snap_days = [], [], []
+        for boundary in tl.boundaries() + [None]:
+            # events at this step, then the record/snapshot of the state they leave
+            while boundary is not None and self.step < boundary:
+                self.advance(boundary - self.step)
+                if progress:
+                    progress(tl.burn_in_steps + self.step, total)
+            if boundary is None:
+                break
+            if boundary == tl.conditioning_step:
+                self.condition()
+            for i, s in enumerate(tl.infusion_steps):
+                if s == boundary:
+                    self.infuse(i)
+            if boundary in tl.record_steps:
+                rows.append(self.record())
+            if boundary in tl.snapshot_steps:
+                snaps.append(self.snapshot())
+                snap_days.append(self.day)
+        timeseries = pd.DataFrame(rows)
+        snapshots = {key: np.stack([s[key] for s in snaps]) for key in snaps[0]}
+        snapshots["day"] = np.array(snap_days)
+        snapshots["niche"] = self.state.niche.copy()
+        r = self.exp.readouts
+        summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        return Result(
+            config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
+            clones=self.clone_table(), snapshots=snapshots, summary=summary,
+            wall_seconds=time.perf_counter() - start,
+            extra={"scales": scales(self.exp)},
+        )
+
+
+def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None,
+             progress: ProgressCallback | None = None) -> Result:
+    """Run one experiment and return its :class:`Result`.
+
+    Parameters
+    ----------
+    exp : a validated experiment (see :func:`engraft.load_config`).
+    seed : overrides ``exp.seed``.
+    engine : ``"kernel"`` (compiled, default) or ``"mesa"`` (the reference model);
+        defaults to ``exp.engine``.
+    progress : called as ``progress(steps_done, steps_total)``.
+    """
+    engine = engine or exp.engine
+    if engine == "kernel":
+        return Simulation(exp, seed).run(progress)
+    if engine == "mesa":
+        from engraft.reference import run_reference
+
+        return run_reference(exp, seed, progress)
+    raise ValueError(f"engine: must be 'kernel' or 'mesa', got {engine!r}")
