@@ -1,0 +1,59 @@
+"""The ``engraft`` command line: a thin layer over library functions.
+
+Each subcommand lives in a module with ``HELP``, ``add_arguments(parser)`` and
+``main(args) -> int``; :data:`COMMANDS` maps names to modules, imported only
+when needed so ``engraft --help`` stays quick. A user's mistake (a bad config,
+a missing file) is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engraft._version import __version__
+from engraft.config.load import ConfigError
+
+#: subcommand -> module implementing it
+COMMANDS = {
+    "run": "engraft.commands.run",
+    "validate": "engraft.commands.validate",
+}
+
+
+class UsageError(Exception):
+    """A command was used wrongly (bad path, incompatible options): exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engraft",
+        description="Simulate autologous HSC gene therapy for hemophilia, cell by cell.",
+    )
+    parser.add_argument("--version", action="version", version=f"engraft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (also used by the tests)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except (ConfigError, UsageError) as err:
+        print(f"engraft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"engraft {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

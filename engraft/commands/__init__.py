@@ -1,0 +1,1 @@
+"""Subcommands of the ``engraft`` command line (see engraft.cli)."""
