@@ -25,6 +25,8 @@ from engraft import tally
 from engraft.lattice import EMPTY, GRAFT
 
 ORIGINS = ("host", "graft")
+#: window of the trailing mean that decides whether a level is held (days)
+THRESHOLD_WINDOW_DAYS = 28.0
 
 
 @dataclass(frozen=True)
@@ -178,14 +180,38 @@ def clone_table(spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: 
     return table.sort_values(["lattice_cells", "clone_id"], ascending=[False, True]).reset_index(drop=True)
 
 
-def threshold_day(days: np.ndarray, levels: np.ndarray, threshold: float) -> float:
-    """First recorded day from which the level stays at or above ``threshold`` (NaN if never)."""
-    above = np.asarray(levels) >= threshold
-    if not above.size or not above[-1]:
+def rolling_mean(days: np.ndarray, values: np.ndarray, window_days: float) -> np.ndarray:
+    """Trailing mean of ``values`` over the records within ``window_days`` of each day."""
+    days = np.asarray(days, dtype=np.float64)
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64))])
+    start = np.searchsorted(days, days - window_days, side="right")
+    end = np.arange(1, days.size + 1)
+    return (csum[end] - csum[start]) / (end - start)
+
+
+def threshold_day(days: np.ndarray, levels: np.ndarray, threshold: float,
+                  window_days: float = THRESHOLD_WINDOW_DAYS) -> float:
+    """First day from which the level, averaged over ``window_days``, stays >= ``threshold``.
+
+    Daily levels fluctuate with the clonal output of a finite marrow sample,
+    as measured levels do between visits; a trailing 28-day mean asks whether
+    the patient is *held* above the threshold. NaN if that never happens.
+    """
+    days = np.asarray(days)
+    if days.size == 0:
+        return float("nan")
+    above = rolling_mean(days, levels, window_days) >= threshold
+    if not above[-1]:
         return float("nan")
     below = np.flatnonzero(~above)
     first = 0 if below.size == 0 else below[-1] + 1
-    return float(np.asarray(days)[first])
+    return float(days[first])
+
+
+def first_day_at_or_above(days: np.ndarray, levels: np.ndarray, threshold: float) -> float:
+    """First recorded day with the level at or above ``threshold`` (NaN if none)."""
+    hit = np.flatnonzero(np.asarray(levels) >= threshold)
+    return float(np.asarray(days)[hit[0]]) if hit.size else float("nan")
 
 
 def recovery_day(days: np.ndarray, relative: np.ndarray, fraction: float) -> float:
@@ -217,6 +243,10 @@ def summarize(timeseries, spec: ReadoutSpec, recovery_lineage: str, recovery_fra
         "final_severity": str(last["severity"]),
         "threshold_iu_dl": spec.threshold_iu_dl,
         "threshold_day": threshold_day(days, timeseries["factor_iu_dl"].to_numpy(), spec.threshold_iu_dl),
+        "first_threshold_day": first_day_at_or_above(days, timeseries["factor_iu_dl"].to_numpy(),
+                                                     spec.threshold_iu_dl),
+        "mean_factor_last_year_iu_dl": float(
+            timeseries["factor_iu_dl"][timeseries["day"] > last["day"] - 365].mean()),
         "final_hsc_chimerism": float(last["hsc_chimerism"]),
         "final_hsc_vcn": float(last["hsc_vcn"]),
         "final_clones_alive": int(last["clones_alive"]),

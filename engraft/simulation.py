@@ -39,7 +39,7 @@ from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
 ProgressCallback = Callable[[int, int], None]
 
 #: days at the end of burn-in whose mean exit flux sets the mature compartments
-EQUILIBRATION_WINDOW_DAYS = 30.0
+EQUILIBRATION_WINDOW_DAYS = 100.0
 
 
 # ----------------------------------------------------------------------------------

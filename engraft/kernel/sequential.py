@@ -12,8 +12,12 @@ Per step (model page, section 4):
    and has no other event this step.
 3. One uniform draw decides whether an event happens (``p_any`` of the cell's
    state class) and which (``cum``): see :mod:`engraft.rates`.
-4. After the sweep, every circulating cell resolves its step exactly: it
-   lodges (rate ``lodging_rate`` x free fraction of its target sites), dies
+4. Niches hold HSCs: an HSC daughter takes any empty neighbour, a
+   progenitor daughter only an empty non-niche neighbour; with none free the
+   division waits. The daughter's type is drawn before its site.
+5. After the sweep, every circulating cell resolves its step exactly: it
+   lodges (rate ``lodging_rate`` x free fraction of its target sites: the
+   niche sites for an HSC, the non-niche sites for a progenitor), dies
    (rate ``death_rate``), or stays in the blood, in a random order so that
    competition for the last free niches is fair.
 
@@ -60,8 +64,12 @@ def transgene_state(vcn, flags):
 
 
 @njit(**JIT)
-def empty_neighbours(site, geom, offsets, ctype, buf):
-    """Write the empty neighbours of ``site`` into ``buf``; return how many."""
+def empty_neighbours(site, geom, offsets, ctype, niche, for_hsc, buf):
+    """Write the empty neighbours of ``site`` that a daughter may take into ``buf``.
+
+    An HSC daughter may take any empty neighbour; a progenitor daughter only
+    an empty non-niche one (niches hold HSCs). Returns how many were written.
+    """
     dims = geom[G_DIMS]
     size = geom[G_SIZE]
     periodic = geom[G_PERIODIC] != 0
@@ -81,7 +89,7 @@ def empty_neighbours(site, geom, offsets, ctype, buf):
         elif nx < 0 or nx >= size or ny < 0 or ny >= size or nz < 0 or nz >= size:
             continue
         j = nx + size * (ny + size * nz)
-        if ctype[j] == EMPTY:
+        if ctype[j] == EMPTY and (for_hsc or not niche[j]):
             buf[n] = j
             n += 1
     return n
@@ -245,13 +253,13 @@ def run_steps(
                           pool_divs, pool_clone, pool_n)
                 vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             elif hsc:  # E_DIVIDE of an HSC: the mother stays an HSC
+                td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
                 target = -1
                 if not placement_pool:
-                    n_free = empty_neighbours(i, geom, offsets, ctype, buf)
+                    n_free = empty_neighbours(i, geom, offsets, ctype, niche, td == hsc_type, buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = buf[randbelow(state, n_free)]
-                td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
                 dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
                 df = f & ~QUIESCENT
                 if placement_pool:
@@ -275,7 +283,7 @@ def run_steps(
                     continue
                 target = -1
                 if not placement_pool:
-                    n_free = empty_neighbours(i, geom, offsets, ctype, buf)
+                    n_free = empty_neighbours(i, geom, offsets, ctype, niche, False, buf)
                     if n_free == 0:
                         continue
                     target = buf[randbelow(state, n_free)]
@@ -303,7 +311,8 @@ def run_steps(
             if hsc:
                 free = counters[C_EMPTY_NICHE] / n_niche if n_niche > 0 else 0.0
             else:
-                free = counters[C_EMPTY] / n_sites
+                n_other = n_sites - n_niche
+                free = (counters[C_EMPTY] - counters[C_EMPTY_NICHE]) / n_other if n_other > 0 else 0.0
             a = lodging_rate * free
             total = a + death_rate
             happened = -np.expm1(-total * dt) if total > 0.0 else 0.0
@@ -315,7 +324,7 @@ def run_steps(
                         site = niche_sites[randbelow(state, n_niche)]
                     else:
                         site = randbelow(state, n_sites)
-                    if ctype[site] == EMPTY:
+                    if ctype[site] == EMPTY and (hsc or not niche[site]):
                         break
                 place(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k],
                       1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
