@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     inflow = sim.tally_tables.inflow(exits, exp.time.dt_days).mean(axis=0)[:, 0]
     counts = np.bincount(sim.state.ctype[sim.state.ctype >= 0], minlength=len(exp.type_names))
     print(f"{exp.name}: {species} parameter set, {args.days:g} days of steady state")
-    print(f"  lattice cells: {dict(zip(exp.type_names, counts.tolist()))}")
+    print(f"  lattice cells: {dict(zip(exp.type_names, counts.tolist(), strict=False))}")
     niche = len(sim.niche_sites)
     print(f"  HSCs: {counts[0]} on {niche} niche sites = {counts[0] / niche:.0%}; body equivalent "
           f"{counts[0] * exp.marrow.hsc_count / niche:.3g} (marrow.hsc_count {exp.marrow.hsc_count:.3g})")

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from engraft import load_config, simulate
 from engraft.cli import main

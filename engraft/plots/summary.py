@@ -7,7 +7,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from engraft.plots.style import FACTOR_COLOUR, ORIGIN_COLOURS, THRESHOLD_COLOUR, lineage_colour, severity_bands
+from engraft.plots.style import (
+    FACTOR_COLOUR,
+    ORIGIN_COLOURS,
+    THRESHOLD_COLOUR,
+    lineage_colour,
+    severity_bands,
+)
 
 
 def _lineages(ts) -> list[str]:
