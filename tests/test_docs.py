@@ -24,3 +24,12 @@ def test_quickstart_has_exactly_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert quickstart_commands()[1] in ci
+
+
+def test_config_reference_is_up_to_date():
+    """docs/config_reference.md is generated from the schema; regenerate it after schema changes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "config_reference.py"), "--check"])
+    assert proc.returncode == 0, "run: python scripts/config_reference.py"

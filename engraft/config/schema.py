@@ -44,7 +44,8 @@ class LatticeConfig(Section):
     neighbourhood: Literal["moore", "von_neumann"] = Field(
         "moore", description="moore: 8 (2D) / 26 (3D) neighbours; von_neumann: 4 / 6"
     )
-    boundary: Literal["periodic", "closed"] = "periodic"
+    boundary: Literal["periodic", "closed"] = Field(
+        "periodic", description="periodic wraps around; closed has edges")
 
     @property
     def n_sites(self) -> int:
@@ -69,9 +70,9 @@ class MarrowConfig(Section):
 class TimeConfig(Section):
     """Time stepping (model section 4). All in days."""
 
-    dt_days: PositiveFloat
-    duration_days: PositiveFloat
-    record_interval_days: PositiveFloat
+    dt_days: PositiveFloat = Field(..., description="time step")
+    duration_days: PositiveFloat = Field(..., description="follow-up after day 0 (conditioning)")
+    record_interval_days: PositiveFloat = Field(..., description="one time-series row every this many days")
     burn_in_days: NonNegativeFloat = Field(..., description="host-only run before conditioning")
     snapshot_interval_days: PositiveFloat | None = Field(
         None, description="lattice snapshots every this many days (None: first and last only)"
@@ -95,7 +96,7 @@ class CellTypeConfig(Section):
     ``amplification`` mature cells per body cell it represents.
     """
 
-    kind: Literal["hsc", "progenitor"]
+    kind: Literal["hsc", "progenitor"] = Field(..., description="hsc: niche rules (exactly one type)")
     division_rate: Rate = Field(..., description="per day (for an HSC: once active)")
     apoptosis_rate: Rate = Field(..., description="per day")
     # HSC only
@@ -113,7 +114,7 @@ class CellTypeConfig(Section):
         None, description="HSC: below this affinity an off-niche HSC commits to differentiated_type"
     )
     # progenitor only
-    max_divisions: int | None = Field(None, ge=0, le=250)
+    max_divisions: int | None = Field(None, ge=0, le=250, description="progenitor: divisions on the lattice")
     differentiation: dict[str, Probability] | None = Field(
         None, description="progenitor: type of each daughter at division, probabilities sum to 1"
     )
@@ -166,7 +167,7 @@ class CirculationConfig(Section):
 class ConditioningConfig(Section):
     """Busulfan conditioning (model section 5)."""
 
-    day: float = 0.0
+    day: float = Field(0.0, description="day of conditioning (0: the transplant day)")
     myeloablation: dict[str, Probability] = Field(
         ..., description="per cell type: probability that a host cell is killed"
     )
@@ -205,7 +206,7 @@ class VCNConfig(Section):
 class InfusionConfig(Section):
     """One infusion of the CD34+ product (model section 5)."""
 
-    day: float = 0.0
+    day: float = Field(0.0, description="day of infusion")
     dose_per_kg: PositiveFloat = Field(..., description="CD34+ cells per kg body weight")
     composition: dict[str, Probability] = Field(
         ..., description="fraction of CD34+ cells of each lattice type; the rest are not modelled"
@@ -225,15 +226,16 @@ class InfusionConfig(Section):
 class FitnessConfig(Section):
     """Competitive effect of the transgene on transduced cells."""
 
-    division_factor: PositiveFloat = 1.0
-    apoptosis_factor: PositiveFloat = 1.0
+    division_factor: PositiveFloat = Field(1.0, description="multiplies division rates of vector-carrying cells")
+    apoptosis_factor: PositiveFloat = Field(1.0, description="multiplies their apoptosis rates")
 
 
 class TransgeneConfig(Section):
     """The F8/F9 transgene and its expression (model section 6)."""
 
-    factor: Literal["FVIII", "FIX"]
-    mode: Literal["secreted", "platelet_stored"]
+    factor: Literal["FVIII", "FIX"] = Field(..., description="the transgene product")
+    mode: Literal["secreted", "platelet_stored"] = Field(
+        ..., description="secreted into plasma, or stored in platelet granules (FVIII)")
     lineages: list[str] = Field(..., min_length=1, description="mature lineages that express")
     expression_per_vcn: PositiveFloat = Field(
         ...,
@@ -242,7 +244,8 @@ class TransgeneConfig(Section):
             "platelet_stored: IU per 1e8 platelets per vector copy"
         ),
     )
-    vcn_response: Literal["linear", "saturating"] = "linear"
+    vcn_response: Literal["linear", "saturating"] = Field(
+        "linear", description="expression proportional to copies, or Michaelis-Menten in copies")
     vcn_half_saturation: PositiveFloat | None = Field(
         None, description="saturating: copies at half-maximal expression"
     )
@@ -261,21 +264,22 @@ class TransgeneConfig(Section):
 class PKConfig(Section):
     """One-compartment plasma kinetics (model section 6)."""
 
-    half_life_days: PositiveFloat
-    volume_of_distribution_ml_per_kg: PositiveFloat
+    half_life_days: PositiveFloat = Field(..., description="plasma half-life of the factor")
+    volume_of_distribution_ml_per_kg: PositiveFloat = Field(..., description="volume of distribution")
     baseline_iu_dl: NonNegativeFloat = Field(..., description="endogenous level, IU/dL")
 
 
 class BleedingConfig(Section):
     """Log-linear joint-bleeding model anchored at 15 IU/dL (see engraft.tally)."""
 
-    joint_bleeds_per_year_at_15: NonNegativeFloat
-    reduction_per_iu_dl: Annotated[float, Field(ge=0.0, lt=1.0)]
+    joint_bleeds_per_year_at_15: NonNegativeFloat = Field(..., description="expected joint bleeds at 15 IU/dL")
+    reduction_per_iu_dl: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        ..., description="fractional fall in bleeding per IU/dL")
 
 
 class PatientConfig(Section):
-    weight_kg: PositiveFloat
-    disease: Literal["hemophilia_a", "hemophilia_b"]
+    weight_kg: PositiveFloat = Field(..., description="body weight (dose and plasma volume scale with it)")
+    disease: Literal["hemophilia_a", "hemophilia_b"] = Field(..., description="FVIII or FIX deficiency")
 
 
 class ReadoutConfig(Section):
@@ -290,10 +294,11 @@ class ReadoutConfig(Section):
 class Experiment(Section):
     """A whole engraft experiment."""
 
-    name: str = "experiment"
-    description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)
-    engine: Literal["kernel", "mesa"] = "kernel"
+    name: str = Field("experiment", description="short name, used for output directories")
+    description: str = Field("", description="free text")
+    seed: int = Field(0, ge=0, lt=2**63, description="random seed (--seed overrides)")
+    engine: Literal["kernel", "mesa"] = Field(
+        "kernel", description="kernel: compiled; mesa: the readable reference model")
     patient: PatientConfig
     lattice: LatticeConfig
     marrow: MarrowConfig
