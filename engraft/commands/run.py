@@ -41,20 +41,28 @@ def progress_bar(enabled: bool):
 
 
 def format_summary(summary: dict, out: Path) -> str:
-    def day(value) -> str:
-        return "never" if value is None or (isinstance(value, float) and math.isnan(value)) else f"day {value:g}"
+    def never(value) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
 
+    threshold = summary["threshold_iu_dl"]
+    held = summary["threshold_day"]
+    recovery = summary["recovery_day"]
     lines = [
         f"factor level   {summary['final_factor_iu_dl']:.1f} IU/dL at day {summary['final_day']:g} "
-        f"({summary['final_severity']})",
-        f"threshold      {summary['threshold_iu_dl']:g} IU/dL reached and held from {day(summary['threshold_day'])}",
-        f"recovery       {summary['recovery_lineage']} from {day(summary['recovery_day'])}",
+        f"({summary['final_severity']}); {summary['mean_factor_last_year_iu_dl']:.1f} mean over the last year",
+        f"threshold      {threshold:g} IU/dL " + ("not reached and held" if never(held)
+                                                  else f"reached and held from day {held:g}"),
+        f"recovery       {summary['recovery_lineage']} " + ("not recovered" if never(recovery)
+                                                           else f"recovered by day {recovery:g}"),
         f"chimerism      HSC {summary['final_hsc_chimerism']:.1%}, VCN {summary['final_hsc_vcn']:.2f} per HSC",
         f"clones         {summary['final_clones_alive']} alive, Shannon {summary['final_shannon_diversity']:.2f}, "
         f"largest {summary['final_top_clone_share']:.1%}",
         f"bleeding       about {summary['final_joint_bleeds_per_year']:.2f} joint bleeds a year",
-        f"written to     {out}",
     ]
+    if "final_platelet_factor_iu_per_1e8" in summary:
+        lines.insert(1, f"platelet FVIII {summary['final_platelet_factor_iu_per_1e8'] * 1000:.2f} mU per 1e8 "
+                        "platelets (stored; not in plasma)")
+    lines.append(f"written to     {out}")
     return "\n".join(lines)
 
 
