@@ -71,6 +71,12 @@ def check_infusions(exp: Experiment) -> None:
         for name, mean in expected_infused_lattice_cells(exp, inf).items():
             if mean >= 1.0:
                 continue
+            if mean == 0.0:  # an infinite scale: no sites of the kind this type needs
+                raise ConfigError(
+                    f"infusions[{i}].composition.{name}: the lattice has no "
+                    f"{'niche' if exp.cell_types[name].kind == 'hsc' else 'non-niche'} sites for "
+                    f"infused {name} cells; change lattice.niche_fraction ({exp.lattice.niche_fraction:g})"
+                )
             needed = exp.lattice.size * (1.0 / mean) ** (1.0 / exp.lattice.dims)
             raise ConfigError(
                 f"infusions[{i}].composition.{name}: the dose gives {mean:.3g} lattice {name} cells "

@@ -47,6 +47,12 @@ class LatticeConfig(Section):
     boundary: Literal["periodic", "closed"] = Field(
         "periodic", description="periodic wraps around; closed has edges")
 
+    @model_validator(mode="after")
+    def _placement(self) -> LatticeConfig:
+        if self.niche_cluster_count is not None and self.niche_placement != "clustered":
+            raise ValueError("niche_cluster_count: only used with niche_placement 'clustered'")
+        return self
+
     @property
     def n_sites(self) -> int:
         return self.size**self.dims
