@@ -19,6 +19,9 @@ from engraft.config.load import ConfigError
 COMMANDS = {
     "run": "engraft.commands.run",
     "validate": "engraft.commands.validate",
+    "plot": "engraft.commands.plot",
+    "animate": "engraft.commands.animate",
+    "view": "engraft.commands.view",
 }
 
 

@@ -101,6 +101,19 @@ def severity_bands(ax, ymax: float) -> None:
             ax.axhspan(lo, min(hi, ymax), color=colour, zorder=0, label=label, lw=0)
 
 
+def label_severity_bands(ax) -> None:
+    """Name the severity bands inside the right edge of the axis (instead of in a legend)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    ymax = ax.get_ylim()[1]
+    transform = blended_transform_factory(ax.transAxes, ax.transData)
+    for lo, hi, label, _ in SEVERITY_BANDS:
+        top = min(hi, ymax)
+        if lo < ymax and (top - lo) / ymax > 0.04:  # only bands tall enough to hold a label
+            ax.text(0.99, (lo + top) / 2, label.split(" ")[0], transform=transform, ha="right",
+                    va="center", fontsize=6.5, color="#666666")
+
+
 @contextlib.contextmanager
 def figure_style() -> Iterator[None]:
     """Context in which engraft figures are built (fonts, spines, output resolution)."""
