@@ -22,6 +22,8 @@ COMMANDS = {
     "plot": "engraft.commands.plot",
     "animate": "engraft.commands.animate",
     "view": "engraft.commands.view",
+    "sweep": "engraft.commands.sweep",
+    "collect": "engraft.commands.collect",
 }
 
 
