@@ -7,7 +7,7 @@ cannot drift apart here.
 A cell in a given *state class* has competing events with rates r_i (per
 day). Over a step of length dt, with R = sum r_i, some event happens with
 probability ``1 - exp(-R dt)``, and it is event i with probability r_i / R
-(model page, section 4). A state class is (cell type, HSC state, transgene
+(docs/model.md, section 4). A state class is (cell type, HSC state, transgene
 state):
 
 - HSC state: ``QUIESCENT`` (in a niche, resting), ``ACTIVE`` (in a niche,

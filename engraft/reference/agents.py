@@ -1,7 +1,7 @@
 """The cells of the Mesa reference model, one agent class per cell kind.
 
 Each agent's :meth:`step` is one cell's life over one time step, written to be
-read next to the model page (``docs/model.md``, section 4). An agent sits on a
+read next to ``docs/model.md`` (section 4). An agent sits on a
 Mesa grid cell (``agent.cell``) while it is in the marrow, and has
 ``cell is None`` while it circulates in the blood; the blood itself is
 resolved by the model after the sweep (:meth:`ReferenceModel.resolve_blood`).

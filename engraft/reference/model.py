@@ -27,7 +27,7 @@ kernel uses its children 0 and 1, this model child 2 (which seeds Mesa's
 engines never share a stream and agree only in distribution. The same seed
 gives the same result.
 
-Time step semantics (model page, section 4, and the kernel's docstring in
+Time step semantics (docs/model.md, section 4, and the kernel's docstring in
 :mod:`engraft.kernel.sequential`):
 
 1. Every agent alive at the start of the step acts once, in a fresh random
