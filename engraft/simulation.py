@@ -23,6 +23,7 @@ import numpy as np
 from engraft import rates, tally
 from engraft.config.load import ConfigError
 from engraft.config.schema import Experiment, InfusionConfig
+from engraft.kernel import parallel
 from engraft.kernel.rng import seed_state
 from engraft.kernel.sequential import (
     C_EMPTY,
@@ -287,8 +288,13 @@ class Simulation:
 
     engine = "kernel"
 
-    def __init__(self, exp: Experiment, seed: int | None = None):
+    def __init__(self, exp: Experiment, seed: int | None = None, kernel: str = "sequential"):
+        if kernel not in ("sequential", "parallel"):
+            raise ValueError(f"kernel: must be 'sequential' or 'parallel', got {kernel!r}")
         check_infusions(exp)
+        #: "sequential" (random sequential update) or "parallel" (sublattice updates,
+        #: bit-identical for any thread count; see engraft.kernel.parallel)
+        self.kernel = kernel
         self.exp = exp
         self.seed = int(exp.seed if seed is None else seed)
         setup_seq, kernel_seq = np.random.SeedSequence(self.seed).spawn(2)
@@ -303,10 +309,13 @@ class Simulation:
                           lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
         self.state = State.empty(niche)
         self.niche_sites = np.flatnonzero(niche).astype(np.int64)
-        self.order = np.empty(self.state.n_sites, dtype=np.int64)
+        self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0, dtype=np.int64)
         self.pool = Pool.with_capacity(2 * self.state.n_sites + 1024)
         self.pool_order = np.empty(self.pool.capacity, dtype=np.int64)
         self.counters = np.zeros(2, dtype=np.int64)
+        self.workspace = (parallel.make_workspace(self.state.n_sites, lat.dims, lat.size,
+                                                  lat.boundary == "periodic", len(exp.type_names))
+                          if kernel == "parallel" else None)
         self.mature = np.zeros((len(exp.lineage_names), N_EXIT_QUANTITIES))
         self.conc = np.zeros(1)
         self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
@@ -338,15 +347,27 @@ class Simulation:
         done = 0
         s, p, t = self.state, self.pool, self.tables
         while done < n_steps:
-            k = run_steps(
-                n_steps - done, exits[done:],
-                s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
-                self.order, self.counters,
-                t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
-                t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
-                p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
-                self.kstate,
-            )
+            if self.kernel == "parallel":
+                k = parallel.run_steps(
+                    n_steps - done, self.step + self.timeline.burn_in_steps + done,
+                    np.uint64(parallel.counter_key(self.kstate)), exits[done:],
+                    s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
+                    self.counters,
+                    t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
+                    t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
+                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
+                    *self.workspace,
+                )
+            else:
+                k = run_steps(
+                    n_steps - done, exits[done:],
+                    s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
+                    self.order, self.counters,
+                    t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
+                    t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
+                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
+                    self.kstate,
+                )
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)

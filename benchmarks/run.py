@@ -1,0 +1,675 @@
+"""engraft benchmarks: kernel throughput, compile time, thread scaling, memory, Mesa, a human-scale run.
+
+Run on its own (not part of the test suite)::
+
+    python benchmarks/run.py                 # the default tier (~10 minutes on 2 cores)
+    python benchmarks/run.py --quick         # a ~1-minute smoke run
+    python benchmarks/run.py --out benchmarks/results/NAME.json
+
+or as a library function, ``run_benchmarks(argv)`` (what ``engraft bench`` calls).
+
+What is measured, in one run
+----------------------------
+compile
+    A fresh subprocess with an empty ``NUMBA_CACHE_DIR`` (cold: Numba compiles)
+    and then another fresh subprocess on the same cache dir (cached start),
+    per kernel: seconds from interpreter start to the end of the first step
+    (``import``, set-up and first step are reported separately as well).
+throughput
+    A dense steady-state-like marrow: the human biology of
+    ``configs/hemophilia_a_lentiviral.yaml`` (host only, random niches), every
+    niche holding a quiescent HSC and every other site a progenitor (types in
+    the proportions of the human steady state, divisions left at random).
+    Each repeat starts from the same state; the compile and warm-up step are
+    excluded. Two rates are reported: *site-updates* per second (sites x steps
+    / seconds: what the targets use) and *cell-updates* per second (visits of
+    occupied sites, counted exactly by replaying the same steps one by one).
+threads
+    The parallel kernel on 1 and on 2 threads (``numba.set_num_threads``).
+memory
+    State bytes per site (``State.nbytes()``), the kernels' own arrays per
+    site, and the peak of traced allocations (``tracemalloc``: NumPy's arrays
+    are traced) while setting up and running a lattice, per site.
+mesa
+    The Mesa reference engine (:func:`engraft.reference.run_reference`) and
+    the kernel on the same small experiments, in the same run: whole runs
+    (``simulate``-like, records included) and stepping only (``advance``
+    after burn-in); the ratio is Mesa time / kernel time.
+human
+    ``configs/hemophilia_a_lentiviral.yaml`` at 1024 x 1024 (10^6 sites):
+    burn-in, then 5 simulated years of follow-up with daily records, with the
+    parallel kernel; wall time of each part.
+
+Times are medians over repeats, with the interquartile range. The machine
+(CPU, cores, memory, load average before and after), the library versions
+and Numba's threading layer are recorded with the results. Shared machines
+are noisy: compare runs only from the same machine, and look at the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import tracemalloc
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+CONFIG = ROOT / "configs" / "hemophilia_a_lentiviral.yaml"
+
+#: progenitor mix of the dense lattice: the human steady state (1024^2, day 400 of burn-in)
+DENSE_MIX = {"MPP": 0.04, "GMP": 0.42, "MkP": 0.13, "EP": 0.32, "CLP": 0.09}
+
+#: the targets of issue 6 (reported against the measurements, never asserted)
+TARGETS = {
+    "parallel_site_updates_per_s_1024": 3e8,
+    "sequential_site_updates_per_s_1024": 3e7,
+    "kernel_over_mesa": 1000.0,
+    "human_5y_follow_up_s": 60.0,
+    "state_bytes_per_site": 16.0,
+    "cached_start_s": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class Tier:
+    """What one benchmark tier measures."""
+
+    sizes_2d: tuple[int, ...]
+    sizes_3d: tuple[int, ...]
+    thread_sizes: tuple[tuple[int, int], ...]  # (dims, size)
+    repeats: int
+    site_updates_per_repeat: float  # work per timed repeat (sets the steps)
+    mesa_cases: tuple[tuple[int, float, float], ...]  # (size, burn-in days, follow-up days)
+    mesa_repeats: int
+    human_years: float
+    memory_size: int
+
+
+TIERS = {
+    "quick": Tier(sizes_2d=(64, 256, 1024), sizes_3d=(32,), thread_sizes=((2, 1024),), repeats=3,
+                  site_updates_per_repeat=4e6, mesa_cases=((32, 20.0, 20.0),), mesa_repeats=1,
+                  human_years=0.0, memory_size=256),
+    "default": Tier(sizes_2d=(64, 128, 256, 512, 1024, 2048), sizes_3d=(32, 64, 128),
+                    thread_sizes=((2, 256), (2, 1024), (2, 2048), (3, 64), (3, 128)), repeats=5,
+                    site_updates_per_repeat=2e7, mesa_cases=((32, 100.0, 60.0), (64, 100.0, 60.0)),
+                    mesa_repeats=2, human_years=5.0, memory_size=1024),
+}
+
+
+# ----------------------------------------------------------------------------------
+# statistics and machine information
+# ----------------------------------------------------------------------------------
+def summary(values: list[float]) -> dict:
+    """Median, interquartile range, min and max of repeated measurements."""
+    a = np.asarray(values, dtype=float)
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"median": float(med), "iqr": float(q3 - q1), "min": float(a.min()), "max": float(a.max()),
+            "n": int(a.size), "values": [float(v) for v in a]}
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, OS, library versions and Numba's threading set-up."""
+    import numba
+    import numpy
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    physical = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__, "numba": numba.__version__}
+    for name in ("llvmlite", "mesa", "scipy", "pandas", "engraft"):
+        try:
+            versions[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "cpu_model": cpu,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "memory_bytes": memory,
+        "os": platform.platform(),
+        "versions": versions,
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "git_commit": commit,
+    }
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Windows
+        return None
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------
+# compile time: fresh processes, empty vs filled cache
+# ----------------------------------------------------------------------------------
+_FIRST_STEP_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    t0 = time.perf_counter()
+    from engraft import load_config
+    from engraft.simulation import Simulation
+    t1 = time.perf_counter()
+    exp = load_config(sys.argv[1], ["lattice.size=64", "conditioning=null", "infusions=[]"])
+    sim = Simulation(exp, seed=1, kernel=sys.argv[2])
+    t2 = time.perf_counter()
+    sim.advance(1)
+    t3 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "setup_s": t2 - t1, "first_step_s": t3 - t2}))
+""")
+
+
+def first_step_process(kernel: str, cache_dir: str) -> dict:
+    """Run one fresh interpreter to the end of its first step; wall time from launch."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _FIRST_STEP_SCRIPT, str(CONFIG), kernel], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"the first-step process failed:\n{out.stderr[-2000:]}")
+    parts = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**parts, "process_wall_s": wall}
+
+
+def bench_compile() -> dict:
+    """Cold compile vs cached start, per kernel, each in fresh subprocesses."""
+    out = {}
+    for kernel in ("sequential", "parallel"):
+        with tempfile.TemporaryDirectory(prefix="engraft-numba-cache-") as cache:
+            log(f"compile: {kernel}, cold (empty NUMBA_CACHE_DIR)")
+            cold = first_step_process(kernel, cache)
+            log(f"compile: {kernel}, cached")
+            cached = first_step_process(kernel, cache)
+        out[kernel] = {"cold": cold, "cached": cached,
+                       "compile_s": cold["first_step_s"] - cached["first_step_s"]}
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# the dense marrow and timed stepping
+# ----------------------------------------------------------------------------------
+def dense_experiment(size: int, dims: int, extra: tuple[str, ...] = ()):
+    from engraft import load_config
+
+    return load_config(CONFIG, [f"lattice.size={size}", f"lattice.dims={dims}", "lattice.niche_placement=random",
+                                "conditioning=null", "infusions=[]", "time.burn_in_days=0", *extra])
+
+
+def dense_simulation(size: int, dims: int, kernel: str, seed: int = 0):
+    """A Simulation whose every site is occupied (HSCs on niches, progenitors elsewhere)."""
+    from engraft.lattice import QUIESCENT
+    from engraft.simulation import Simulation
+
+    exp = dense_experiment(size, dims)
+    sim = Simulation(exp, seed=seed, kernel=kernel)
+    rng = np.random.default_rng(seed)
+    s, names = sim.state, exp.type_names
+    other = np.flatnonzero(s.niche == 0)
+    mix = np.array([DENSE_MIX[n] for n in DENSE_MIX])
+    types = np.array([names.index(n) for n in DENSE_MIX])[rng.choice(len(mix), other.size, p=mix / mix.sum())]
+    s.ctype[other] = types
+    s.divs[other] = rng.integers(0, sim.tables.tint[types, 1] + 1)
+    s.flags[other] = 0
+    s.ctype[sim.niche_sites] = sim.tables.hsc_type
+    s.flags[sim.niche_sites] = QUIESCENT
+    s.affinity[sim.niche_sites] = 1.0
+    sim.recount()
+    return sim
+
+
+def capture(sim) -> dict:
+    p = sim.pool
+    return {"state": sim.state.copy(), "counters": sim.counters.copy(), "kstate": sim.kstate.copy(),
+            "step": sim.step, "pool_n": p.size,
+            "pool": {k: getattr(p, k)[: p.size].copy() for k in ("ctype", "flags", "vcn", "divs", "clone")},
+            "mature": sim.mature.copy(), "conc": sim.conc.copy()}
+
+
+def restore(sim, snap: dict) -> None:
+    for name in ("ctype", "flags", "vcn", "divs", "clone", "affinity"):
+        getattr(sim.state, name)[:] = getattr(snap["state"], name)
+    sim.counters[:] = snap["counters"]
+    sim.kstate[:] = snap["kstate"]
+    sim.step = snap["step"]
+    p = sim.pool
+    for k, arr in snap["pool"].items():
+        getattr(p, k)[: arr.size] = arr
+    p.n[0] = snap["pool_n"]
+    sim.mature[:] = snap["mature"]
+    sim.conc[:] = snap["conc"]
+
+
+def timed_stepping(sim, steps: int, repeats: int) -> dict:
+    """Median time of ``steps`` steps from one start state, and the visits of occupied sites."""
+    from engraft.kernel.sequential import C_EMPTY
+
+    snap = capture(sim)
+    sim.advance(1)  # compile (if needed) and warm up: not timed
+    times = []
+    for _ in range(repeats):
+        restore(sim, snap)
+        gc.collect()
+        t0 = time.perf_counter()
+        sim.advance(steps)
+        times.append(time.perf_counter() - t0)
+    occupancy_end = float((sim.state.ctype != -1).mean())
+    # the same steps again, one call each (the result does not depend on the chunking):
+    # the exact number of occupied sites visited
+    restore(sim, snap)
+    visits = 0
+    n = sim.state.n_sites
+    for _ in range(steps):
+        visits += n - int(sim.counters[C_EMPTY])
+        sim.advance(1)
+    restore(sim, snap)
+    t = summary(times)
+    return {"steps": steps, "sites": n, "seconds": t, "site_updates_per_s": n * steps / t["median"],
+            "cell_updates_per_s": visits / t["median"], "occupied_visits": visits,
+            "occupancy_start": float((snap["state"].ctype != -1).mean()), "occupancy_end": occupancy_end}
+
+
+def steps_for(n_sites: int, tier: Tier) -> int:
+    return int(max(3, min(500, round(tier.site_updates_per_repeat / n_sites))))
+
+
+def bench_throughput(tier: Tier) -> list[dict]:
+    import numba
+
+    rows = []
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for dims, sizes in ((2, tier.sizes_2d), (3, tier.sizes_3d)):
+        for size in sizes:
+            for kernel in ("sequential", "parallel"):
+                sim = dense_simulation(size, dims, kernel)
+                steps = steps_for(sim.state.n_sites, tier)
+                if kernel == "sequential":
+                    steps = max(3, steps // 4)  # about 10x slower: keep the repeat short
+                log(f"throughput: {kernel} {dims}D {size}^{dims}, {steps} steps x {tier.repeats}")
+                r = timed_stepping(sim, steps, tier.repeats)
+                rows.append({"kernel": kernel, "dims": dims, "size": size,
+                             "threads": numba.get_num_threads(), **r})
+                del sim
+                gc.collect()
+    return rows
+
+
+def bench_threads(tier: Tier) -> list[dict]:
+    import numba
+
+    rows = []
+    for dims, size in tier.thread_sizes:
+        sim = dense_simulation(size, dims, "parallel")
+        steps = steps_for(sim.state.n_sites, tier)
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            log(f"threads: parallel {dims}D {size}^{dims} on {threads} thread(s)")
+            r = timed_stepping(sim, steps, tier.repeats)
+            rows.append({"kernel": "parallel", "dims": dims, "size": size, "threads": threads, **r})
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        del sim
+        gc.collect()
+    for dims, size in tier.thread_sizes:
+        base = [r for r in rows if (r["dims"], r["size"], r["threads"]) == (dims, size, 1)][0]
+        for r in rows:
+            if (r["dims"], r["size"]) == (dims, size):
+                r["speed_up"] = r["site_updates_per_s"] / base["site_updates_per_s"]
+    return rows
+
+
+# ----------------------------------------------------------------------------------
+# memory
+# ----------------------------------------------------------------------------------
+def bench_memory(tier: Tier) -> list[dict]:
+    from engraft.lattice import State
+
+    rows = []
+    for kernel in ("sequential", "parallel"):
+        size = tier.memory_size
+        gc.collect()
+        tracemalloc.start()
+        sim = dense_simulation(size, 2, kernel)
+        sim.advance(5)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        n = sim.state.n_sites
+        p = sim.pool
+        kernel_arrays = sim.order.nbytes + sim.pool_order.nbytes + sim.counters.nbytes + sum(
+            getattr(p, k).nbytes for k in ("ctype", "flags", "vcn", "divs", "clone"))
+        if sim.workspace is not None:
+            kernel_arrays += sim.workspace.nbytes()
+        rows.append({"kernel": kernel, "size": size, "sites": n,
+                     "state_bytes_per_site": sim.state.nbytes() / n,
+                     "state_fields": {f: getattr(sim.state, f).dtype.itemsize for f in
+                                      State.__dataclass_fields__},
+                     "kernel_arrays_bytes_per_site": kernel_arrays / n,
+                     "peak_traced_bytes_per_site": peak / n})
+        del sim
+        gc.collect()
+    return rows
+
+
+# ----------------------------------------------------------------------------------
+# Mesa
+# ----------------------------------------------------------------------------------
+def bench_mesa(tier: Tier) -> dict:
+    try:
+        from engraft.reference import ReferenceModel, run_reference
+    except ImportError as exc:
+        msg = f"skipped: the Mesa reference engine is not available ({exc})"
+        log(f"mesa: {msg}")
+        return {"skipped": msg}
+    import numba
+
+    from engraft.simulation import Simulation
+
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    rows = []
+    for size, burn_in, follow_up in tier.mesa_cases:
+        exp = dense_experiment(size, 2, (f"time.burn_in_days={burn_in}", f"time.duration_days={follow_up}"))
+        row = {"size": size, "burn_in_days": burn_in, "duration_days": follow_up,
+               "steps": int(round((burn_in + follow_up) / exp.time.dt_days))}
+        Simulation(exp, seed=0).run()  # warm-up: compile, caches
+        Simulation(exp, seed=0, kernel="parallel").run()
+        for engine in ("mesa", "sequential", "parallel"):
+            log(f"mesa: whole run, {engine}, {size}^2")
+            times = []
+            for r in range(tier.mesa_repeats if engine == "mesa" else max(3, tier.mesa_repeats)):
+                t0 = time.perf_counter()
+                if engine == "mesa":
+                    run_reference(exp, seed=r)
+                else:
+                    Simulation(exp, seed=r, kernel=engine).run()
+                times.append(time.perf_counter() - t0)
+            row[f"run_{engine}_s"] = summary(times)
+        # stepping only: the same number of steps from each engine's own burnt-in marrow
+        n_steps = int(round(follow_up / exp.time.dt_days))
+        for engine in ("mesa", "sequential", "parallel"):
+            model = ReferenceModel(exp, seed=0) if engine == "mesa" else Simulation(exp, seed=0, kernel=engine)
+            model.burn_in()
+            occupancy = float((model.lattice_arrays()["ctype"] != -1).mean()) if engine == "mesa" else \
+                float((model.state.ctype != -1).mean())
+            log(f"mesa: stepping, {engine}, {size}^2, {n_steps} steps")
+            t0 = time.perf_counter()
+            model.advance(n_steps)
+            row[f"advance_{engine}_s"] = time.perf_counter() - t0
+            row[f"occupancy_{engine}"] = occupancy
+        for kernel in ("sequential", "parallel"):
+            row[f"run_ratio_{kernel}"] = row["run_mesa_s"]["median"] / row[f"run_{kernel}_s"]["median"]
+            row[f"advance_ratio_{kernel}"] = row["advance_mesa_s"] / row[f"advance_{kernel}_s"]
+        row["mesa_agent_updates_per_s"] = (row["occupancy_mesa"] * size**2 * n_steps) / row["advance_mesa_s"]
+        rows.append(row)
+    return {"cases": rows}
+
+
+# ----------------------------------------------------------------------------------
+# a human-scale run
+# ----------------------------------------------------------------------------------
+class _TimedCall:
+    """Wraps a callable and adds up the seconds spent in it."""
+
+    def __init__(self, func):
+        self.func = func
+        self.seconds = 0.0
+
+    def __call__(self, *args):
+        t = time.perf_counter()
+        try:
+            return self.func(*args)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def bench_human(tier: Tier, kernels: tuple[str, ...] = ("parallel",)) -> list[dict]:
+    import numba
+
+    from engraft import load_config
+    from engraft.simulation import Simulation
+
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    rows = []
+    days = tier.human_years * 365.0
+    for kernel in kernels:
+        exp = load_config(CONFIG, ["lattice.size=1024", f"time.duration_days={days:g}"])
+        log(f"human: {kernel}, 1024^2, burn-in {exp.time.burn_in_days:g} d + {days:g} d")
+        t0 = time.perf_counter()
+        sim = Simulation(exp, kernel=kernel)
+        t_setup = time.perf_counter() - t0
+        marks = {}
+        sim.advance = _TimedCall(sim.advance)  # the time spent in kernel steps and tally
+
+        def progress(done, total, _marks=marks):
+            _marks.setdefault("burn_in_end", time.perf_counter())
+
+        t1 = time.perf_counter()
+        result = sim.run(progress)
+        t_end = time.perf_counter()
+        burn = marks["burn_in_end"] - t1
+        rows.append({
+            "kernel": kernel, "sites": sim.state.n_sites, "burn_in_days": exp.time.burn_in_days,
+            "follow_up_days": days, "setup_s": t_setup, "burn_in_s": burn, "follow_up_s": t_end - marks["burn_in_end"],
+            "total_s": t_end - t0, "kernel_and_tally_s": sim.advance.seconds,
+            "records": len(result.timeseries), "final_factor_iu_dl": float(result.timeseries["factor_iu_dl"].iloc[-1]),
+            "final_occupancy": float(result.timeseries["occupancy"].iloc[-1]),
+        })
+        del sim, result
+        gc.collect()
+    return rows
+
+
+# ----------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def report(results: dict) -> str:
+    """A readable table of the results and the targets."""
+    lines = []
+    m = results["machine"]
+    lines.append(f"engraft benchmarks ({results['tier']}), {results['started']}")
+    lines.append(f"machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
+                 f"{(m['memory_bytes'] or 0) / 2**30:.1f} GiB; numba {m['versions']['numba']} "
+                 f"({results.get('threading_layer')}, {m['numba_threads']} threads); "
+                 f"load {results['load_before']} -> {results['load_after']}")
+    if "compile" in results:
+        lines.append("\nstart-up (fresh process, seconds: import + set-up + first step; process wall)")
+        for kernel, c in results["compile"].items():
+            for which in ("cold", "cached"):
+                d = c[which]
+                lines.append(f"  {kernel:>10} {which:>6}: import {d['import_s']:6.2f}  set-up {d['setup_s']:5.2f}  "
+                             f"first step {d['first_step_s']:6.2f}  process {d['process_wall_s']:6.2f}")
+    if "throughput" in results:
+        lines.append("\nthroughput on a dense marrow (median of repeats; site-updates = sites x steps / s)")
+        lines.append(f"  {'kernel':>10} {'lattice':>9} {'threads':>7} {'steps':>5} {'s/step':>9} {'IQR':>8} "
+                     f"{'site-upd/s':>11} {'cell-upd/s':>11} {'occupancy':>13}")
+        for r in results["throughput"]:
+            lat = f"{r['size']}^{r['dims']}"
+            lines.append(f"  {r['kernel']:>10} {lat:>9} {r['threads']:>7} {r['steps']:>5} "
+                         f"{r['seconds']['median'] / r['steps']:9.2e} {r['seconds']['iqr'] / r['steps']:8.1e} "
+                         f"{r['site_updates_per_s']:11.3g} {r['cell_updates_per_s']:11.3g} "
+                         f"{r['occupancy_start']:5.2f}->{r['occupancy_end']:4.2f}")
+    if "threads" in results:
+        lines.append("\nthread scaling of the parallel kernel")
+        for r in results["threads"]:
+            lat = f"{r['size']}^{r['dims']}"
+            lines.append(f"  {lat:>9} threads {r['threads']}: {r['site_updates_per_s']:10.3g} site-upd/s "
+                         f"(x{r['speed_up']:.2f})")
+    if "memory" in results:
+        lines.append("\nmemory per lattice site (bytes)")
+        for r in results["memory"]:
+            lines.append(f"  {r['kernel']:>10} {r['size']}^2: state {r['state_bytes_per_site']:.1f}, "
+                         f"kernel arrays {r['kernel_arrays_bytes_per_site']:.1f}, "
+                         f"peak traced (set-up + 5 steps) {r['peak_traced_bytes_per_site']:.1f}")
+    if "mesa" in results:
+        lines.append("\nkernel vs Mesa reference (same experiment, same run)")
+        if "skipped" in results["mesa"]:
+            lines.append(f"  {results['mesa']['skipped']}")
+        for r in results["mesa"].get("cases", []):
+            lines.append(f"  {r['size']}^2, {r['steps']} steps: whole run Mesa {r['run_mesa_s']['median']:.2f} s, "
+                         f"sequential {r['run_sequential_s']['median']:.3f} s (x{r['run_ratio_sequential']:.0f}), "
+                         f"parallel {r['run_parallel_s']['median']:.3f} s (x{r['run_ratio_parallel']:.0f})")
+            lines.append(f"  {'':>6}stepping only: Mesa {r['advance_mesa_s']:.2f} s "
+                         f"({r['mesa_agent_updates_per_s']:.3g} agent-upd/s), sequential x"
+                         f"{r['advance_ratio_sequential']:.0f}, parallel x{r['advance_ratio_parallel']:.0f}")
+    if results.get("human"):
+        lines.append("\nhuman scale: 1024^2 sites, burn-in + follow-up with daily records")
+        for r in results["human"]:
+            lines.append(f"  {r['kernel']:>10}: set-up {r['setup_s']:.1f} s, burn-in {r['burn_in_days']:g} d "
+                         f"{r['burn_in_s']:.1f} s, follow-up {r['follow_up_days']:g} d {r['follow_up_s']:.1f} s "
+                         f"(total {r['total_s']:.1f} s; kernel + tally {r['kernel_and_tally_s']:.1f} s)")
+    lines.append("\ntargets (reported, not asserted)")
+    for name, row in results.get("targets", {}).items():
+        ok = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
+        lines.append(f"  {name:>38}: target {row['target']:<10.3g} measured {_fmt(row['measured']):<10} {ok}")
+    return "\n".join(lines)
+
+
+def compare_targets(results: dict) -> dict:
+    def pick(kernel):
+        rows = [r for r in results.get("throughput", []) if (r["kernel"], r["dims"], r["size"]) == (kernel, 2, 1024)]
+        return rows[0]["site_updates_per_s"] if rows else None
+
+    mesa = [r.get("advance_ratio_parallel") for r in results.get("mesa", {}).get("cases", [])]
+    human = results.get("human") or []
+    memory = results.get("memory") or []
+    comp = results.get("compile", {})
+    cached = [c["cached"]["process_wall_s"] for c in comp.values()] if comp else []
+    measured = {
+        "parallel_site_updates_per_s_1024": pick("parallel"),
+        "sequential_site_updates_per_s_1024": pick("sequential"),
+        "kernel_over_mesa": max(mesa) if mesa else None,
+        "human_5y_follow_up_s": human[0]["follow_up_s"] if human and human[0]["follow_up_days"] >= 1825 else None,
+        "state_bytes_per_site": memory[0]["state_bytes_per_site"] if memory else None,
+        "cached_start_s": max(cached) if cached else None,
+    }
+    lower_is_better = {"human_5y_follow_up_s", "state_bytes_per_site", "cached_start_s"}
+    out = {}
+    for name, target in TARGETS.items():
+        value = measured[name]
+        met = None if value is None else (value <= target if name in lower_is_better else value >= target)
+        out[name] = {"target": target, "measured": value, "met": met}
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# entry points
+# ----------------------------------------------------------------------------------
+SECTIONS = ("compile", "throughput", "threads", "memory", "mesa", "human")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="engraft bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (small lattices, few repeats)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
+    parser.add_argument("--human-sequential", action="store_true",
+                        help="also run the human-scale case with the sequential kernel (~4 more minutes)")
+    return parser.parse_args(argv)
+
+
+def run_benchmarks(argv: list[str] | None = None) -> dict:
+    """Run the benchmarks; print the table; return (and optionally save) the results.
+
+    Parameters
+    ----------
+    argv : command-line arguments (``--quick``, ``--out PATH``, ``--only ...``,
+        ``--skip ...``, ``--human-sequential``); ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    dict
+        The results, as written to ``--out``.
+    """
+    args = parse_args(argv)
+    tier_name = "quick" if args.quick else "default"
+    tier = TIERS[tier_name]
+    sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
+    if tier.human_years <= 0 and "human" in sections and not args.only:
+        sections.remove("human")
+    results: dict = {"tier": tier_name, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                     "machine": machine_info(), "load_before": load_average(), "sections": sections,
+                     "units": {"site_updates_per_s": "lattice sites x steps per second (the targets use this)",
+                               "cell_updates_per_s": "visits of occupied sites per second"}}
+    t0 = time.perf_counter()
+    if "compile" in sections:
+        results["compile"] = bench_compile()
+    if "throughput" in sections:
+        results["throughput"] = bench_throughput(tier)
+    if "threads" in sections:
+        results["threads"] = bench_threads(tier)
+    if "memory" in sections:
+        results["memory"] = bench_memory(tier)
+    if "mesa" in sections:
+        results["mesa"] = bench_mesa(tier)
+    if "human" in sections:
+        kernels = ("parallel", "sequential") if args.human_sequential else ("parallel",)
+        results["human"] = bench_human(tier if tier.human_years > 0 else TIERS["default"], kernels)
+    try:
+        import numba
+
+        results["threading_layer"] = numba.threading_layer()
+    except (ImportError, ValueError):
+        results["threading_layer"] = None
+    results["load_after"] = load_average()
+    results["wall_s"] = time.perf_counter() - t0
+    results["targets"] = compare_targets(results)
+    print(report(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.out)
+        log(f"results written to {args.out}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_benchmarks(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+"""The parallel agent kernel: sublattice (graph-colouring) updates under ``prange``.
+
+Same rules as :mod:`engraft.kernel.sequential` (model page, section 4), a
+different update order. One step:
+
+1. The sites are split into *colours* such that no two sites of one colour
+   are closer than 3 sites along every axis (Chebyshev distance >= 3, with
+   wrap-around on a periodic lattice). A visit reads and writes only its site
+   and its neighbours (distance 1: a division writes a daughter into a
+   neighbour), so the neighbourhoods of two sites of one colour are disjoint
+   and all sites of one colour can be updated at once, in any order, by any
+   number of threads, without a race. The colouring is the 3 x 3 (2D) /
+   3 x 3 x 3 (3D) block colouring, colour ``(x mod 3, y mod 3[, z mod 3])``:
+   9 / 27 colours. It serves Moore and von Neumann neighbourhoods alike.
+   *Periodic lattices whose size is not a multiple of 3* would put colour 0
+   next to colour 0 across the wrap; there each axis keeps ``coordinate mod
+   3`` on its first ``3 * (L // 3)`` coordinates and gives each of the last
+   ``L mod 3`` coordinates a colour of its own (4 or 5 colours per axis, 16 or
+   25 colours in 2D, 64 or 125 in 3D; the extra colours are thin slabs). A
+   closed boundary does not wrap and keeps 3 colours per axis at any size.
+2. The colours are visited in a fresh random order each step; within a
+   colour, its lines (rows along x) are split into ``min(N_CHUNKS, lines)``
+   chunks that ``prange`` spreads over threads; a colour of fewer than
+   :data:`PARALLEL_MIN_SITES` sites is one chunk, swept on the calling thread.
+   The chunks depend on the lattice only, never on the thread count.
+   Every site occupied at the start of the step is visited once; a daughter
+   born in the step is marked (``mark``) and not visited before the next one.
+3. Each visit draws its random numbers from the counter-based stream
+   ``counter_uniform(key, step, site, draw)`` (:mod:`engraft.kernel.rng`),
+   with one ``draw`` index per purpose (:data:`D_EVENT`, ...), so a site's
+   draws do not depend on which thread ran it or when.
+4. Nothing shared is written under ``prange``: each chunk writes its own row
+   of exit tallies (``chunk_exits``) and empty-site counts (``chunk_counts``)
+   and its own slice of pending blood entries (``push_*``: a cell that leaves
+   into the blood, or a daughter placed through the pool, is parked there).
+   After each colour the pending entries join the pool serially, chunk by
+   chunk; after the sweep the chunk tallies are summed in chunk order.
+5. The blood phase is :func:`engraft.kernel.sequential.blood_phase`, run
+   serially with a xoshiro256** state seeded from the counter stream of the
+   step (which also shuffles the colour order).
+
+Because chunks, draws and merge orders are fixed by the lattice, the seed and
+the step alone, results are bit-identical for any number of threads. They
+are *not* those of the sequential kernel (another update order, another
+stream); the two agree in distribution (``tests/test_parallel.py``).
+
+The visit order is the one real difference from random sequential update:
+within a step, two neighbours are updated in the order of their colours, and
+that order is shared by all pairs with the same pair of colours. Each step
+draws a new colour order, so no neighbour is systematically first.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange, uint64
+
+from engraft.kernel.jit import JIT, PARALLEL_JIT
+from engraft.kernel.rng import splitmix64
+from engraft.kernel.sequential import (
+    C_EMPTY,
+    E_ACTIVATE,
+    E_DIE,
+    E_EGRESS,
+    E_SILENCE,
+    EMPTY,
+    G_DIMS,
+    G_PERIODIC,
+    G_PLACEMENT_POOL,
+    G_SIZE,
+    N_EXIT_QUANTITIES,
+    QUIESCENT,
+    SILENCED,
+    T_IS_HSC,
+    T_MAX_DIV,
+    T_TERMINAL,
+    blood_phase,
+    daughter_type_from,
+    divisions_for,
+    draw_category,
+    place,
+    record_exit,
+    shuffle_prefix,
+    transgene_state,
+    vacate,
+)
+
+__all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "make_workspace",
+           "run_steps", "site_uniform", "step_base"]
+
+#: chunks per colour: fixed, so that results do not depend on the thread count
+N_CHUNKS = 64
+#: colours with fewer sites than this are swept on the calling thread (same result)
+PARALLEL_MIN_SITES = 1024
+
+# the ``draw`` argument of counter_uniform, one per purpose of a visit
+D_EVENT, D_TYPE, D_TYPE2, D_TARGET = 0, 1, 2, 3
+#: draw index of the per-step serial stream (colour order, blood)
+D_SERIAL = 4
+N_VISIT_DRAWS = 4
+
+_U53 = 1.0 / 9007199254740992.0  # 2**-53
+_STEP_MIX = 0x100000001B3  # as in engraft.kernel.rng.counter_uniform
+
+
+# ----------------------------------------------------------------------------------
+# the counter-based stream, split so that the per-step part is hashed once
+# ----------------------------------------------------------------------------------
+@njit(**JIT)
+def step_base(key, step, draw):
+    """The part of ``counter_uniform(key, step, site, draw)`` that does not depend on ``site``."""
+    return splitmix64(uint64(key) ^ splitmix64(uint64(step) * uint64(_STEP_MIX) + uint64(draw)))
+
+
+@njit(**JIT)
+def site_uniform(base, site):
+    """``counter_uniform(key, step, site, draw)`` given ``base = step_base(key, step, draw)``."""
+    return float(splitmix64(uint64(base) ^ uint64(site)) >> uint64(11)) * _U53
+
+
+@njit(**JIT)
+def counter_key(state):
+    """The counter stream's key: a hash of a run's xoshiro256** seed state (uint64[4])."""
+    return splitmix64(state[0] ^ splitmix64(state[1] ^ splitmix64(state[2] ^ splitmix64(state[3]))))
+
+
+@njit(**JIT)
+def seed_serial(serial, key, step):
+    """Seed the xoshiro256** state of one step's serial phases from the counter stream."""
+    base = step_base(key, step, D_SERIAL)
+    for k in range(4):
+        serial[k] = splitmix64(base ^ uint64(k))
+    if serial[0] == 0 and serial[1] == 0 and serial[2] == 0 and serial[3] == 0:  # pragma: no cover
+        serial[0] = 1
+
+
+# ----------------------------------------------------------------------------------
+# the colouring
+# ----------------------------------------------------------------------------------
+def axis_colouring(size: int, periodic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Colour classes along one axis: class ``a`` holds ``first[a] + 3 k``, ``k < count[a]``.
+
+    Two coordinates of one class are at least 3 apart (across the wrap, too,
+    on a periodic axis), so sites whose classes agree on every axis have
+    disjoint Moore neighbourhoods.
+
+    Parameters
+    ----------
+    size : sites along the axis (>= 1).
+    periodic : whether the axis wraps around.
+
+    Returns
+    -------
+    first, count : int64 arrays, one entry per class.
+    """
+    if not periodic or size % 3 == 0:
+        first = [a for a in range(min(3, size))]
+        count = [len(range(a, size, 3)) for a in first]
+    else:
+        body = 3 * (size // 3)  # coordinates 0 .. body-1 keep coordinate mod 3
+        first = [a for a in range(min(3, body))] + list(range(body, size))
+        count = [body // 3] * min(3, body) + [1] * (size - body)
+    return np.asarray(first, dtype=np.int64), np.asarray(count, dtype=np.int64)
+
+
+def colour_of_sites(size: int, dims: int, periodic: bool) -> np.ndarray:
+    """The colour of every site (int64, site order), as :func:`run_steps` uses them."""
+    first, count = axis_colouring(size, periodic)
+    n_axis = first.size
+    axis_class = np.empty(size, dtype=np.int64)
+    for a in range(n_axis):
+        axis_class[first[a] + 3 * np.arange(count[a])] = a
+    idx = np.arange(size**dims)
+    colour = axis_class[idx % size] + n_axis * axis_class[(idx // size) % size]
+    if dims == 3:
+        colour += n_axis * n_axis * axis_class[idx // (size * size)]
+    return colour
+
+
+class Workspace(NamedTuple):
+    """Scratch arrays of the parallel kernel (passed after the run's own arrays)."""
+
+    mark: np.ndarray  # uint8[n_sites]: 1 + (step & 1) on a daughter born in that step
+    axis_first: np.ndarray
+    axis_count: np.ndarray
+    colour_order: np.ndarray
+    chunk_exits: np.ndarray  # (N_CHUNKS, n_types, N_EXIT_QUANTITIES)
+    chunk_counts: np.ndarray  # (N_CHUNKS, 2): changes of the empty-site counters
+    push_type: np.ndarray
+    push_flags: np.ndarray
+    push_vcn: np.ndarray
+    push_divs: np.ndarray
+    push_clone: np.ndarray
+    push_n: np.ndarray  # (N_CHUNKS,)
+    serial: np.ndarray  # xoshiro256** state of the serial phases
+    bases: np.ndarray  # step_base of each visit draw, for the current step
+    scratch_nb: np.ndarray  # (N_CHUNKS, neighbours): free neighbours of a dividing cell
+    scratch_line: np.ndarray  # (N_CHUNKS, longest line): the sites of a line that passed the screen
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
+
+
+def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: int) -> Workspace:
+    """Allocate the parallel kernel's scratch arrays for one lattice.
+
+    Parameters
+    ----------
+    n_sites : ``size ** dims``.
+    dims, size, periodic : the lattice geometry.
+    n_types : number of cell types (rows of the exit tally).
+    """
+    first, count = axis_colouring(size, periodic)
+    n_colours = first.size**dims
+    push_capacity = int(count.max()) ** dims  # the most sites one colour has
+    return Workspace(
+        mark=np.zeros(n_sites, dtype=np.uint8),
+        axis_first=first,
+        axis_count=count,
+        colour_order=np.arange(n_colours, dtype=np.int64),
+        chunk_exits=np.zeros((N_CHUNKS, n_types, N_EXIT_QUANTITIES)),
+        chunk_counts=np.zeros((N_CHUNKS, 2), dtype=np.int64),
+        push_type=np.full(push_capacity, EMPTY, dtype=np.int8),
+        push_flags=np.zeros(push_capacity, dtype=np.uint8),
+        push_vcn=np.zeros(push_capacity, dtype=np.uint8),
+        push_divs=np.zeros(push_capacity, dtype=np.uint8),
+        push_clone=np.zeros(push_capacity, dtype=np.int32),
+        push_n=np.zeros(N_CHUNKS, dtype=np.int64),
+        serial=np.zeros(4, dtype=np.uint64),
+        bases=np.zeros(N_VISIT_DRAWS, dtype=np.uint64),
+        scratch_nb=np.zeros((N_CHUNKS, 3**dims - 1), dtype=np.int64),
+        scratch_line=np.zeros((N_CHUNKS, int(count.max())), dtype=np.int64),
+    )
+
+
+# ----------------------------------------------------------------------------------
+# one chunk of one colour
+# ----------------------------------------------------------------------------------
+@njit(**JIT)
+def park(slot, t, f, v, d, c, push_type, push_flags, push_vcn, push_divs, push_clone):
+    """Park a cell bound for the blood in a chunk's pending slot (as ``pool_push`` does)."""
+    push_type[slot] = t
+    push_flags[slot] = f & ~QUIESCENT
+    push_vcn[slot] = v
+    push_divs[slot] = d
+    push_clone[slot] = c
+
+
+@njit(**JIT)
+def draw_event(cum, t, h, g, u):
+    """:func:`engraft.kernel.sequential.draw_category` on ``cum[t, h, g]`` (no slice)."""
+    last = cum.shape[3] - 1
+    for e in range(last):
+        if u < cum[t, h, g, e]:
+            return e
+    return last
+
+
+@njit(**JIT)
+def sweep_chunk(
+    k, lo, hi, line_len, x_first, y_class, z_class, cur_mark, bases,
+    ctype, flags, vcn, divs, clone, affinity, niche, mark,
+    geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
+    p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
+    scratch_nb, scratch_line,
+):
+    """Visit the sites of lines ``lo .. hi-1`` of one colour (chunk ``k``).
+
+    A line is a row of the colour's sites along x: ``line_len`` sites
+    ``x_first + 3 q``. Writes go to the sites of the lines and their
+    neighbours, and to chunk ``k``'s own tallies, pending slots and scratch
+    rows only.
+
+    Each line takes two passes. The first, without branches, screens out
+    the sites with nothing to do: empty and unmarked, or a progenitor whose
+    event draw says no event (``p_screen``: the no-HSC-state column of
+    ``p_any``; HSCs and marked sites always pass). The second runs the rules
+    on the sites that passed. Both see the same values: a visit changes only
+    its site and its neighbours, never another site of the colour.
+
+    The neighbour scan is written out here, once for both kinds of division,
+    rather than called: a call with this many array arguments costs more
+    than the scan.
+    """
+    push_n[k] = 0
+    if lo >= hi:
+        return
+    dims = geom[G_DIMS]
+    size = geom[G_SIZE]
+    last = size - 1
+    periodic = geom[G_PERIODIC] != 0
+    placement_pool = geom[G_PLACEMENT_POOL] != 0
+    self_renewal = hsc_par[0]
+    affinity_decay = hsc_par[1]
+    affinity_min = hsc_par[2]
+    n_neighbours = deltas.shape[0]
+    slot0 = lo * line_len  # this chunk's pending slots: one per site it visits
+    n_push = 0
+    n_y = axis_count[y_class]
+    b_event = bases[D_EVENT]
+    for line in range(lo, hi):
+        if dims == 3:
+            y = axis_first[y_class] + 3 * (line % n_y)
+            z = axis_first[z_class] + 3 * (line // n_y)
+        else:
+            y = axis_first[y_class] + 3 * line
+            z = 0
+        row = size * (y + size * z)
+        inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
+        n_passed = 0
+        for q in range(line_len):  # pass 1: screen
+            i = row + x_first + 3 * q
+            f = flags[i]
+            v = vcn[i]
+            g = (v != 0) * (1 + ((f & SILENCED) != 0))
+            p = p_screen[ctype[i] + 1, g]
+            scratch_line[k, n_passed] = q
+            n_passed += (site_uniform(b_event, i) < p) | (mark[i] != 0)
+        for qq in range(n_passed):  # pass 2: the rules
+            x = x_first + 3 * scratch_line[k, qq]
+            i = row + x
+            mk = mark[i]
+            if mk != 0:
+                mark[i] = 0
+                if mk == cur_mark:
+                    continue  # born in this step: acts from the next one
+            t = ctype[i]
+            if t == EMPTY:
+                continue
+            f = flags[i]
+            v = vcn[i]
+            g = transgene_state(v, f)
+            hsc = tint[t, T_IS_HSC] != 0
+            h = 0
+            if hsc:
+                if niche[i]:
+                    h = 0 if f & QUIESCENT else 1
+                else:
+                    h = 2
+                    a = affinity[i] * affinity_decay
+                    affinity[i] = a
+                    if a < affinity_min:
+                        # Roeder-Loeffler: too little niche affinity left -> commit
+                        ctype[i] = hsc_diff_type
+                        divs[i] = tint[hsc_diff_type, T_MAX_DIV]
+                        affinity[i] = 0.0
+                        continue
+            u = site_uniform(b_event, i)
+            p = p_any[t, h, g]
+            if u >= p:
+                continue
+            event = draw_event(cum, t, h, g, u / p)
+
+            if event == E_DIE:
+                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                continue
+            if event == E_SILENCE:
+                flags[i] = f | SILENCED
+                continue
+            if event == E_ACTIVATE:
+                flags[i] = f & ~QUIESCENT
+                continue
+            if event == E_EGRESS:
+                park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn,
+                     push_divs, push_clone)
+                n_push += 1
+                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                continue
+
+            # E_DIVIDE: first what the daughter will be
+            d = divs[i]
+            td = hsc_type
+            if hsc:  # the mother stays an HSC
+                td = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
+                                        hsc_diff_type, self_renewal)
+            elif d == 0:  # a progenitor with no divisions left exits or changes type
+                if tint[t, T_TERMINAL]:
+                    record_exit(k, t, f, v, expr_weight, chunk_exits)
+                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                else:
+                    tn = draw_category(exit_cum[t], site_uniform(bases[D_TYPE], i))
+                    ctype[i] = tn
+                    divs[i] = tint[tn, T_MAX_DIV]
+                continue
+            # then where it goes: a random free neighbour (an HSC daughter may take a
+            # niche) or, with pool placement, the blood
+            target = -1
+            if not placement_pool:
+                for_hsc = hsc and td == hsc_type
+                interior = inner_yz and 0 < x < last
+                n_free = 0
+                for nb in range(n_neighbours):
+                    if interior:
+                        j = i + deltas[nb]
+                    else:
+                        nx = x + offsets[nb, 0]
+                        ny = y + offsets[nb, 1]
+                        nz = z + offsets[nb, 2]
+                        if periodic:  # offsets are -1, 0 or 1
+                            if nx < 0:
+                                nx += size
+                            elif nx > last:
+                                nx -= size
+                            if ny < 0:
+                                ny += size
+                            elif ny > last:
+                                ny -= size
+                            if dims == 3:
+                                if nz < 0:
+                                    nz += size
+                                elif nz > last:
+                                    nz -= size
+                        elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
+                            continue
+                        j = nx + size * (ny + size * nz)
+                    scratch_nb[k, n_free] = j
+                    n_free += (ctype[j] == EMPTY) & (for_hsc | (niche[j] == 0))
+                if n_free == 0:
+                    continue  # no room: the division waits
+                target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
+            if hsc:
+                dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
+                df = f & ~QUIESCENT
+                if placement_pool:
+                    park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn,
+                         push_divs, push_clone)
+                    n_push += 1
+                else:
+                    place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
+                          divs, clone, affinity, niche, chunk_counts[k], td == hsc_type)
+                    mark[target] = cur_mark
+                if niche[i]:
+                    flags[i] = f | QUIESCENT  # back to rest in its niche
+            else:
+                t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
+                                        hsc_diff_type, self_renewal)
+                t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
+                                        hsc_diff_type, self_renewal)
+                d2 = divisions_for(t2, t, d, tint)
+                ctype[i] = t1
+                divs[i] = divisions_for(t1, t, d, tint)
+                if placement_pool:
+                    park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn,
+                         push_divs, push_clone)
+                    n_push += 1
+                else:
+                    place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
+                          affinity, niche, chunk_counts[k], False)
+                    mark[target] = cur_mark
+    push_n[k] = n_push
+
+
+# ----------------------------------------------------------------------------------
+# the driver
+# ----------------------------------------------------------------------------------
+@njit(**PARALLEL_JIT)
+def run_steps(
+    n_steps, first_step, key, exits,
+    ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters,
+    geom, offsets, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
+    p_any, cum, blood_par, expr_weight,
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
+    mark, axis_first, axis_count, colour_order, chunk_exits, chunk_counts,
+    push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
+    scratch_nb, scratch_line,
+):
+    """Advance ``n_steps`` steps; return how many were done.
+
+    ``first_step`` is the run's count of kernel steps before this call (the
+    counter stream's step of the first one), ``key`` the stream's key
+    (:func:`counter_key`). The arguments after ``pool_order`` are a
+    :class:`Workspace`. As in the sequential kernel, fewer than ``n_steps``
+    are done only when the pool might overflow in the next step, and
+    ``exits[s]`` receives the exits of the s-th step of this call.
+    """
+    n_sites = ctype.shape[0]
+    dims = geom[G_DIMS]
+    n_axis = axis_first.shape[0]
+    n_colours = colour_order.shape[0]
+    lodging_rate = blood_par[0]
+    death_rate = blood_par[1]
+    dt = blood_par[2]
+    capacity = pool_type.shape[0]
+    size = geom[G_SIZE]
+    deltas = np.empty(offsets.shape[0], dtype=np.int64)
+    for k in range(offsets.shape[0]):
+        deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
+    # screening probability per (cell type + 1, transgene state): row 0 empty (never),
+    # HSCs always (their state needs niche and flags; off-niche ones lose affinity)
+    n_types = tint.shape[0]
+    p_screen = np.zeros((n_types + 1, p_any.shape[2]))
+    for t in range(n_types):
+        for g in range(p_any.shape[2]):
+            p_screen[t + 1, g] = 2.0 if tint[t, T_IS_HSC] != 0 else p_any[t, 0, g]
+    # marks from before this call are stale (the state may have been edited in between)
+    for i in prange(n_sites):
+        mark[i] = 0
+
+    for step in range(n_steps):
+        # at most one cell per occupied site enters the blood in a step
+        if pool_n[0] + (n_sites - counters[C_EMPTY]) > capacity:
+            return step
+        gstep = first_step + step
+        for d in range(N_VISIT_DRAWS):
+            bases[d] = step_base(key, gstep, d)
+        seed_serial(serial, key, gstep)
+        cur_mark = np.uint8(1 + (gstep & 1))
+        for c in range(n_colours):
+            colour_order[c] = c
+        shuffle_prefix(colour_order, n_colours, serial)
+        chunk_exits[:] = 0.0
+        chunk_counts[:] = 0
+
+        for ci in range(n_colours):
+            c = colour_order[ci]
+            x_class = c % n_axis
+            y_class = (c // n_axis) % n_axis
+            z_class = c // (n_axis * n_axis) if dims == 3 else 0
+            line_len = axis_count[x_class]
+            n_lines = axis_count[y_class] * (axis_count[z_class] if dims == 3 else 1)
+            x_first = axis_first[x_class]
+            # chunks depend on the lattice only: a small colour is one chunk, on this thread
+            swept_in_parallel = n_lines * line_len >= PARALLEL_MIN_SITES
+            n_chunks = min(N_CHUNKS, n_lines) if swept_in_parallel else 1
+            if swept_in_parallel:
+                for k in prange(n_chunks):
+                    sweep_chunk(
+                        k, k * n_lines // n_chunks, (k + 1) * n_lines // n_chunks, line_len, x_first,
+                        y_class, z_class, cur_mark, bases,
+                        ctype, flags, vcn, divs, clone, affinity, niche, mark,
+                        geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
+                        hsc_par, p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+                        chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
+                        push_clone, push_n, scratch_nb, scratch_line,
+                    )
+            else:
+                for k in range(n_chunks):
+                    sweep_chunk(
+                        k, k * n_lines // n_chunks, (k + 1) * n_lines // n_chunks, line_len, x_first,
+                        y_class, z_class, cur_mark, bases,
+                        ctype, flags, vcn, divs, clone, affinity, niche, mark,
+                        geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
+                        hsc_par, p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+                        chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
+                        push_clone, push_n, scratch_nb, scratch_line,
+                    )
+            # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
+            w = pool_n[0]
+            for k in range(n_chunks):
+                slot0 = (k * n_lines // n_chunks) * line_len
+                for e in range(push_n[k]):
+                    pool_type[w] = push_type[slot0 + e]
+                    pool_flags[w] = push_flags[slot0 + e]
+                    pool_vcn[w] = push_vcn[slot0 + e]
+                    pool_divs[w] = push_divs[slot0 + e]
+                    pool_clone[w] = push_clone[slot0 + e]
+                    w += 1
+                push_n[k] = 0
+            pool_n[0] = w
+
+        # chunk tallies, summed in chunk order
+        for k in range(N_CHUNKS):
+            counters[0] += chunk_counts[k, 0]
+            counters[1] += chunk_counts[k, 1]
+            for t in range(chunk_exits.shape[1]):
+                for x in range(chunk_exits.shape[2]):
+                    exits[step, t, x] += chunk_exits[k, t, x]
+
+        blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters, tint,
+                    lodging_rate, death_rate, dt, pool_type, pool_flags, pool_vcn, pool_divs,
+                    pool_clone, pool_n, pool_order, serial)
+    return n_steps
