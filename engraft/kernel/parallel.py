@@ -58,6 +58,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from engraft.kernel.jit import JIT, PARALLEL_JIT
+from engraft.kernel.prefetch import prefetch
 from engraft.kernel.rng import splitmix64
 from engraft.kernel.sequential import (
     C_EMPTY,
@@ -259,11 +260,34 @@ def draw_event(cum, t, h, g, u):
 
 
 @njit(**JIT)
+def screen_line(start, line_len, base, ctype, flags, vcn, mark, thresholds, n_g, passed):
+    """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
+
+    Site ``start + 3 q`` passes if it is marked, or if its event draw
+    ``u = site_uniform(base, site)`` is below its screening probability:
+    ``u < p`` is tested exactly as ``(bits >> 11) < ceil(p 2**53)``
+    (``thresholds``, indexed by ``(cell type + 1) * n_g + transgene state``).
+    Branch-free, with unsigned indices (no negative-index fix-ups).
+    """
+    n = 0
+    for q in range(line_len):
+        i = uint64(start + 3 * q)
+        f = flags[i]
+        v = vcn[i]
+        g = (v != 0) * (1 + ((f & SILENCED) != 0))
+        threshold = thresholds[uint64((ctype[i] + 1) * n_g + g)]
+        bits = splitmix64(base ^ i) >> uint64(11)
+        passed[uint64(n)] = q
+        n += (bits < threshold) | (mark[i] != 0)
+    return n
+
+
+@njit(**JIT)
 def sweep_chunk(
     k, lo, hi, line_len, x_first, y_class, z_class, cur_mark, bases,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+    p_any, thresholds, cum, expr_weight, axis_first, axis_count,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line,
 ):
@@ -276,8 +300,8 @@ def sweep_chunk(
 
     Each line takes two passes. The first, without branches, screens out
     the sites with nothing to do: empty and unmarked, or a progenitor whose
-    event draw says no event (``p_screen``: the no-HSC-state column of
-    ``p_any``; HSCs and marked sites always pass). The second runs the rules
+    event draw says no event (:func:`screen_line`; the thresholds come from
+    the no-HSC-state column of ``p_any``; HSCs and marked sites always pass). The second runs the rules
     on the sites that passed. Both see the same values: a visit changes only
     its site and its neighbours, never another site of the colour.
 
@@ -301,6 +325,8 @@ def sweep_chunk(
     n_push = 0
     n_y = axis_count[y_class]
     b_event = bases[D_EVENT]
+    n_g = p_any.shape[2]
+    passed = scratch_line[k]
     for line in range(lo, hi):
         if dims == 3:
             y = axis_first[y_class] + 3 * (line % n_y)
@@ -310,17 +336,27 @@ def sweep_chunk(
             z = 0
         row = size * (y + size * z)
         inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
-        n_passed = 0
-        for q in range(line_len):  # pass 1: screen
-            i = row + x_first + 3 * q
-            f = flags[i]
-            v = vcn[i]
-            g = (v != 0) * (1 + ((f & SILENCED) != 0))
-            p = p_screen[ctype[i] + 1, g]
-            scratch_line[k, n_passed] = q
-            n_passed += (site_uniform(b_event, i) < p) | (mark[i] != 0)
+        # the rows whose cells a division of this line may look at: start loading them
+        for dz in range(-1 if dims == 3 else 0, 2 if dims == 3 else 1):
+            zz = z + dz
+            if zz < 0:
+                zz += size
+            elif zz > last:
+                zz -= size
+            for dy in range(-1, 2):
+                yy = y + dy
+                if yy < 0:
+                    yy += size
+                elif yy > last:
+                    yy -= size
+                nrow = size * (yy + size * zz)
+                for xx in range(0, size, 64):
+                    prefetch(ctype, nrow + xx)
+                    prefetch(niche, nrow + xx)
+        n_passed = screen_line(row + x_first, line_len, b_event, ctype, flags, vcn, mark, thresholds,
+                               n_g, passed)
         for qq in range(n_passed):  # pass 2: the rules
-            x = x_first + 3 * scratch_line[k, qq]
+            x = x_first + 3 * passed[qq]
             i = row + x
             mk = mark[i]
             if mk != 0:
@@ -417,7 +453,8 @@ def sweep_chunk(
                             continue
                         j = nx + size * (ny + size * nz)
                     scratch_nb[k, n_free] = j
-                    n_free += (ctype[j] == EMPTY) & (for_hsc | (niche[j] == 0))
+                    uj = uint64(j)  # not negative: no index fix-up
+                    n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
                 if n_free == 0:
                     continue  # no room: the division waits
                 target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
@@ -488,13 +525,18 @@ def run_steps(
     deltas = np.empty(offsets.shape[0], dtype=np.int64)
     for k in range(offsets.shape[0]):
         deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
-    # screening probability per (cell type + 1, transgene state): row 0 empty (never),
-    # HSCs always (their state needs niche and flags; off-niche ones lose affinity)
+    # screening thresholds per (cell type + 1, transgene state), ceil(p 2**53): empty
+    # sites never pass, HSCs always (their state needs niche and flags; off-niche ones
+    # lose affinity every step)
     n_types = tint.shape[0]
-    p_screen = np.zeros((n_types + 1, p_any.shape[2]))
+    n_g = p_any.shape[2]
+    thresholds = np.zeros((n_types + 1) * n_g, dtype=np.uint64)
     for t in range(n_types):
-        for g in range(p_any.shape[2]):
-            p_screen[t + 1, g] = 2.0 if tint[t, T_IS_HSC] != 0 else p_any[t, 0, g]
+        for g in range(n_g):
+            if tint[t, T_IS_HSC] != 0:
+                thresholds[(t + 1) * n_g + g] = uint64(1) << uint64(54)
+            else:
+                thresholds[(t + 1) * n_g + g] = uint64(np.ceil(p_any[t, 0, g] * 9007199254740992.0))
     # marks from before this call are stale (the state may have been edited in between)
     for i in prange(n_sites):
         mark[i] = 0
@@ -532,7 +574,7 @@ def run_steps(
                         y_class, z_class, cur_mark, bases,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+                        hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line,
                     )
@@ -543,7 +585,7 @@ def run_steps(
                         y_class, z_class, cur_mark, bases,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, p_screen, cum, expr_weight, axis_first, axis_count,
+                        hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line,
                     )

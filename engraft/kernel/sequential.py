@@ -314,7 +314,15 @@ def run_steps(
     placement_pool = geom[G_PLACEMENT_POOL] != 0
     capacity = pool_type.shape[0]
     buf = np.empty(offsets.shape[0], dtype=np.int64)
-    row = geom[G_SIZE]
+    dims = geom[G_DIMS]
+    size = geom[G_SIZE]
+    last = size - 1
+    periodic = geom[G_PERIODIC] != 0
+    row = size
+    n_neighbours = offsets.shape[0]
+    deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
+    for nb in range(n_neighbours):
+        deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
 
     for step in range(n_steps):
         # --- 1. the sites occupied now, in a fresh random order ---------------------
@@ -377,27 +385,13 @@ def run_steps(
                 pool_push(t, f, v, divs[i], clone[i], pool_type, pool_flags, pool_vcn,
                           pool_divs, pool_clone, pool_n)
                 vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
-            elif hsc:  # E_DIVIDE of an HSC: the mother stays an HSC
-                td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
-                target = -1
-                if not placement_pool:
-                    n_free = empty_neighbours(i, geom, offsets, ctype, niche, td == hsc_type, buf)
-                    if n_free == 0:
-                        continue  # no room: the division waits
-                    target = buf[randbelow(state, n_free)]
-                dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
-                df = f & ~QUIESCENT
-                if placement_pool:
-                    pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn,
-                              pool_divs, pool_clone, pool_n)
-                else:
-                    place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
-                          divs, clone, affinity, niche, counters, td == hsc_type)
-                if niche[i]:
-                    flags[i] = f | QUIESCENT  # back to rest in its niche
-            else:  # E_DIVIDE of a progenitor
+            else:  # E_DIVIDE
+                # what the daughter will be: an HSC draws it now (before its site)
                 d = divs[i]
-                if d == 0:
+                td = hsc_type
+                if hsc:  # the mother stays an HSC
+                    td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                elif d == 0:  # a progenitor with no divisions left exits or changes type
                     if tint[t, T_TERMINAL]:
                         record_exit(step, t, f, v, expr_weight, exits)
                         vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
@@ -408,21 +402,71 @@ def run_steps(
                     continue
                 target = -1
                 if not placement_pool:
-                    n_free = empty_neighbours(i, geom, offsets, ctype, niche, False, buf)
+                    # empty_neighbours(), written out: a call with this many array
+                    # arguments costs more than the scan. Same neighbours, same order.
+                    for_hsc = hsc and td == hsc_type
+                    q = i // size
+                    x = i - q * size
+                    if dims == 3:
+                        z = q // size
+                        y = q - z * size
+                    else:
+                        z = 0
+                        y = q
+                    interior = 0 < x < last and 0 < y < last and (dims == 2 or 0 < z < last)
+                    n_free = 0
+                    for nb in range(n_neighbours):
+                        if interior:
+                            jn = i + deltas[nb]
+                        else:
+                            nx = x + offsets[nb, 0]
+                            ny = y + offsets[nb, 1]
+                            nz = z + offsets[nb, 2]
+                            if periodic:  # offsets are -1, 0 or 1
+                                if nx < 0:
+                                    nx += size
+                                elif nx > last:
+                                    nx -= size
+                                if ny < 0:
+                                    ny += size
+                                elif ny > last:
+                                    ny -= size
+                                if dims == 3:
+                                    if nz < 0:
+                                        nz += size
+                                    elif nz > last:
+                                        nz -= size
+                            elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
+                                continue
+                            jn = nx + size * (ny + size * nz)
+                        buf[n_free] = jn
+                        n_free += (ctype[jn] == EMPTY) & (for_hsc | (niche[jn] == 0))
                     if n_free == 0:
-                        continue
+                        continue  # no room: the division waits
                     target = buf[randbelow(state, n_free)]
-                t1 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
-                t2 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
-                d2 = divisions_for(t2, t, d, tint)
-                ctype[i] = t1
-                divs[i] = divisions_for(t1, t, d, tint)
-                if placement_pool:
-                    pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn,
-                              pool_divs, pool_clone, pool_n)
-                else:
-                    place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
-                          affinity, niche, counters, False)
+                if hsc:
+                    dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
+                    df = f & ~QUIESCENT
+                    if placement_pool:
+                        pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn,
+                                  pool_divs, pool_clone, pool_n)
+                    else:
+                        place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
+                              divs, clone, affinity, niche, counters, td == hsc_type)
+                    if niche[i]:
+                        flags[i] = f | QUIESCENT  # back to rest in its niche
+                else:  # a progenitor: two daughters, one stays, one takes the new site
+                    t1 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                    t2 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                    d2 = divisions_for(t2, t, d, tint)
+                    ctype[i] = t1
+                    divs[i] = divisions_for(t1, t, d, tint)
+                    if placement_pool:
+                        pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn,
+                                  pool_divs, pool_clone, pool_n)
+                    else:
+                        place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
+                              affinity, niche, counters, False)
 
         # --- 2. the blood: every circulating cell lodges, dies or stays ---------------
         blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters, tint,
