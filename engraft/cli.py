@@ -24,6 +24,7 @@ COMMANDS = {
     "view": "engraft.commands.view",
     "sweep": "engraft.commands.sweep",
     "collect": "engraft.commands.collect",
+    "bench": "engraft.commands.bench",
 }
 
 

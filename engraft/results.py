@@ -79,6 +79,7 @@ def provenance(result, command: list[str] | None = None) -> dict:
         "wall_seconds": result.wall_seconds,
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command if command is not None else sys.argv,
+        "kernel": result.extra.get("kernel"),
         "scales_body_cells_per_lattice_cell": result.extra.get("scales"),
         "environment": environment(),
     }

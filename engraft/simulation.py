@@ -494,12 +494,12 @@ class Simulation:
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
             clones=self.clone_table(), snapshots=snapshots, summary=summary,
             wall_seconds=time.perf_counter() - start,
-            extra={"scales": scales(self.exp)},
+            extra={"scales": scales(self.exp), "kernel": self.kernel},
         )
 
 
 def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None,
-             progress: ProgressCallback | None = None) -> Result:
+             progress: ProgressCallback | None = None, kernel: str = "sequential") -> Result:
     """Run one experiment and return its :class:`Result`.
 
     Parameters
@@ -509,10 +509,14 @@ def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None
     engine : ``"kernel"`` (compiled, default) or ``"mesa"`` (the reference model);
         defaults to ``exp.engine``.
     progress : called as ``progress(steps_done, steps_total)``.
+    kernel : with the kernel engine, ``"sequential"`` (random sequential update,
+        the reference dynamics) or ``"parallel"`` (sublattice updates on all
+        Numba threads; the same results for any thread count, statistically
+        equivalent to the sequential kernel).
     """
     engine = engine or exp.engine
     if engine == "kernel":
-        return Simulation(exp, seed).run(progress)
+        return Simulation(exp, seed, kernel=kernel).run(progress)
     if engine == "mesa":
         from engraft.reference import run_reference
 

@@ -115,3 +115,15 @@ def test_default_experiment_is_clinically_plausible():
     assert s["final_hsc_chimerism"] > 0.9
     assert not math.isnan(s["threshold_day"]) and s["threshold_day"] < 365
     assert s["final_clones_alive"] > 100 and s["final_top_clone_share"] < 0.2
+
+
+def test_cli_parallel_kernel_is_recorded(tiny_path, tmp_path):
+    out = tmp_path / "parallel"
+    assert main(["run", str(tiny_path), "--kernel", "parallel", "--threads", "1", "--out", str(out), "-q",
+                 "--no-figure"]) == 0
+    assert read_run(out).provenance["kernel"] == "parallel"
+
+
+def test_cli_bad_thread_count_is_exit_2(tiny_path, capsys):
+    assert main(["run", str(tiny_path), "--threads", "0", "-q"]) == 2
+    assert "--threads" in capsys.readouterr().err

@@ -18,6 +18,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default: the config's seed)")
     parser.add_argument("--engine", choices=("kernel", "mesa"),
                         help="kernel (compiled, default) or mesa (the reference model)")
+    parser.add_argument("--kernel", choices=("sequential", "parallel"), default="sequential",
+                        help="kernel engine: random sequential update (default) or the parallel "
+                             "sublattice kernel (all Numba threads; same results for any thread count)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="Numba threads for --kernel parallel (default: all cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field, e.g. --set infusions[0].dose_per_kg=6e6 (repeatable)")
     parser.add_argument("--no-figure", action="store_true", help="skip the summary figure")
@@ -70,10 +75,18 @@ def main(args) -> int:
     from engraft.simulation import simulate
 
     exp = load_config(args.config, args.overrides, seed=args.seed)
+    if args.threads is not None:
+        import numba
+
+        from engraft.cli import UsageError
+
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            raise UsageError(f"--threads: must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
+        numba.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     callback, bar = progress_bar(not args.quiet)
     try:
-        result = simulate(exp, engine=args.engine, progress=callback)
+        result = simulate(exp, engine=args.engine, progress=callback, kernel=args.kernel)
     finally:
         if bar is not None:
             bar.close()
