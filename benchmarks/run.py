@@ -31,10 +31,11 @@ memory
     site, and the peak of traced allocations (``tracemalloc``: NumPy's arrays
     are traced) while setting up and running a lattice, per site.
 mesa
-    The Mesa reference engine (:func:`engraft.reference.run_reference`) and
-    the kernel on the same small experiments, in the same run: whole runs
-    (``simulate``-like, records included) and stepping only (``advance``
-    after burn-in); the ratio is Mesa time / kernel time.
+    The Mesa reference engine (:mod:`engraft.reference`) and the kernels on
+    the same configs, in the same run: stepping the dense marrow of the
+    throughput section at small sizes (site-updates per second, ratio kernel
+    / Mesa), and whole runs of ``configs/tiny.yaml`` (set-up, burn-in,
+    transplant, records; ratio Mesa time / kernel time).
 human
     ``configs/hemophilia_a_lentiviral.yaml`` at 1024 x 1024 (10^6 sites):
     burn-in, then 5 simulated years of follow-up with daily records, with the
@@ -94,7 +95,9 @@ class Tier:
     thread_sizes: tuple[tuple[int, int], ...]  # (dims, size)
     repeats: int
     site_updates_per_repeat: float  # work per timed repeat (sets the steps)
-    mesa_cases: tuple[tuple[int, float, float], ...]  # (size, burn-in days, follow-up days)
+    mesa_sizes: tuple[int, ...]  # dense marrow, stepping only
+    mesa_steps: int
+    mesa_run_overrides: tuple[str, ...]  # whole runs of configs/tiny.yaml
     mesa_repeats: int
     human_years: float
     memory_size: int
@@ -102,11 +105,12 @@ class Tier:
 
 TIERS = {
     "quick": Tier(sizes_2d=(64, 256, 1024), sizes_3d=(32,), thread_sizes=((2, 1024),), repeats=3,
-                  site_updates_per_repeat=4e6, mesa_cases=((32, 20.0, 20.0),), mesa_repeats=1,
+                  site_updates_per_repeat=4e6, mesa_sizes=(32,), mesa_steps=10,
+                  mesa_run_overrides=("time.burn_in_days=20", "time.duration_days=20"), mesa_repeats=1,
                   human_years=0.0, memory_size=256),
     "default": Tier(sizes_2d=(64, 128, 256, 512, 1024, 2048), sizes_3d=(32, 64, 128),
                     thread_sizes=((2, 256), (2, 1024), (2, 2048), (3, 64), (3, 128)), repeats=5,
-                    site_updates_per_repeat=2e7, mesa_cases=((32, 100.0, 60.0), (64, 100.0, 60.0)),
+                    site_updates_per_repeat=2e7, mesa_sizes=(32, 64), mesa_steps=40, mesa_run_overrides=(),
                     mesa_repeats=2, human_years=5.0, memory_size=1024),
 }
 
@@ -366,6 +370,7 @@ def bench_memory(tier: Tier) -> list[dict]:
     rows = []
     for kernel in ("sequential", "parallel"):
         size = tier.memory_size
+        dense_simulation(32, 2, kernel).advance(2)  # compile or load first: not traced
         gc.collect()
         tracemalloc.start()
         sim = dense_simulation(size, 2, kernel)
@@ -392,54 +397,79 @@ def bench_memory(tier: Tier) -> list[dict]:
 # ----------------------------------------------------------------------------------
 # Mesa
 # ----------------------------------------------------------------------------------
+def dense_reference_model(size: int, seed: int = 0):
+    """The Mesa model of :func:`dense_simulation`'s experiment, filled the same way."""
+    from engraft.reference import ReferenceModel
+    from engraft.reference.agents import Progenitor
+
+    exp = dense_experiment(size, 2)
+    model = ReferenceModel(exp, seed=seed)  # niches hold resting host HSCs
+    rng = np.random.default_rng(seed)
+    names = exp.type_names
+    mix = np.array([DENSE_MIX[n] for n in DENSE_MIX])
+    types = np.array([names.index(n) for n in DENSE_MIX])[rng.choice(len(mix), len(model.other_sites),
+                                                                       p=mix / mix.sum())]
+    for site, t in zip(model.other_sites, types, strict=True):
+        max_div = exp.cell_types[names[t]].max_divisions
+        Progenitor(model, int(t), divisions_left=int(rng.integers(0, max_div + 1))).settle(site)
+    return model
+
+
 def bench_mesa(tier: Tier) -> dict:
+    """Mesa vs the kernels: stepping on the dense marrow, and whole runs of ``configs/tiny.yaml``."""
     try:
-        from engraft.reference import ReferenceModel, run_reference
+        from engraft.reference import run_reference
     except ImportError as exc:
         msg = f"skipped: the Mesa reference engine is not available ({exc})"
         log(f"mesa: {msg}")
         return {"skipped": msg}
     import numba
 
+    from engraft import load_config
     from engraft.simulation import Simulation
 
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    rows = []
-    for size, burn_in, follow_up in tier.mesa_cases:
-        exp = dense_experiment(size, 2, (f"time.burn_in_days={burn_in}", f"time.duration_days={follow_up}"))
-        row = {"size": size, "burn_in_days": burn_in, "duration_days": follow_up,
-               "steps": int(round((burn_in + follow_up) / exp.time.dt_days))}
-        Simulation(exp, seed=0).run()  # warm-up: compile, caches
-        Simulation(exp, seed=0, kernel="parallel").run()
-        for engine in ("mesa", "sequential", "parallel"):
-            log(f"mesa: whole run, {engine}, {size}^2")
-            times = []
-            for r in range(tier.mesa_repeats if engine == "mesa" else max(3, tier.mesa_repeats)):
-                t0 = time.perf_counter()
-                if engine == "mesa":
-                    run_reference(exp, seed=r)
-                else:
-                    Simulation(exp, seed=r, kernel=engine).run()
-                times.append(time.perf_counter() - t0)
-            row[f"run_{engine}_s"] = summary(times)
-        # stepping only: the same number of steps from each engine's own burnt-in marrow
-        n_steps = int(round(follow_up / exp.time.dt_days))
-        for engine in ("mesa", "sequential", "parallel"):
-            model = ReferenceModel(exp, seed=0) if engine == "mesa" else Simulation(exp, seed=0, kernel=engine)
-            model.burn_in()
-            occupancy = float((model.lattice_arrays()["ctype"] != -1).mean()) if engine == "mesa" else \
-                float((model.state.ctype != -1).mean())
-            log(f"mesa: stepping, {engine}, {size}^2, {n_steps} steps")
+    stepping = []
+    for size in tier.mesa_sizes:
+        steps = tier.mesa_steps
+        times = []
+        for r in range(tier.mesa_repeats):
+            model = dense_reference_model(size, seed=r)
+            log(f"mesa: stepping, Mesa, dense {size}^2, {steps} steps")
+            gc.collect()
             t0 = time.perf_counter()
-            model.advance(n_steps)
-            row[f"advance_{engine}_s"] = time.perf_counter() - t0
-            row[f"occupancy_{engine}"] = occupancy
+            model.advance(steps)
+            times.append(time.perf_counter() - t0)
+            del model
+        row = {"size": size, "steps": steps, "sites": size * size, "mesa_seconds": summary(times),
+               "mesa_site_updates_per_s": size * size * steps / summary(times)["median"]}
         for kernel in ("sequential", "parallel"):
-            row[f"run_ratio_{kernel}"] = row["run_mesa_s"]["median"] / row[f"run_{kernel}_s"]["median"]
-            row[f"advance_ratio_{kernel}"] = row["advance_mesa_s"] / row[f"advance_{kernel}_s"]
-        row["mesa_agent_updates_per_s"] = (row["occupancy_mesa"] * size**2 * n_steps) / row["advance_mesa_s"]
-        rows.append(row)
-    return {"cases": rows}
+            log(f"mesa: stepping, {kernel}, dense {size}^2, {steps} steps")
+            r = timed_stepping(dense_simulation(size, 2, kernel), steps, tier.repeats)
+            row[f"{kernel}_site_updates_per_s"] = r["site_updates_per_s"]
+            row[f"{kernel}_seconds"] = r["seconds"]
+            row[f"ratio_{kernel}"] = r["site_updates_per_s"] / row["mesa_site_updates_per_s"]
+        stepping.append(row)
+    # whole runs (set-up, burn-in, conditioning, infusion, records), configs/tiny.yaml
+    exp = load_config(ROOT / "configs" / "tiny.yaml", list(tier.mesa_run_overrides))
+    run = {"config": "configs/tiny.yaml", "overrides": list(tier.mesa_run_overrides),
+           "sites": exp.lattice.n_sites}
+    Simulation(exp, seed=0).run()  # warm-up: compile or load both kernels
+    Simulation(exp, seed=0, kernel="parallel").run()
+    for engine in ("mesa", "sequential", "parallel"):
+        log(f"mesa: whole run of configs/tiny.yaml, {engine}")
+        times = []
+        for r in range(tier.mesa_repeats if engine == "mesa" else tier.repeats):
+            t0 = time.perf_counter()
+            if engine == "mesa":
+                run_reference(exp, seed=r)
+            else:
+                Simulation(exp, seed=r, kernel=engine).run()
+            times.append(time.perf_counter() - t0)
+        run[f"{engine}_seconds"] = summary(times)
+    for kernel in ("sequential", "parallel"):
+        run[f"ratio_{kernel}"] = run["mesa_seconds"]["median"] / run[f"{kernel}_seconds"]["median"]
+    return {"stepping": stepping, "whole_run": run}
 
 
 # ----------------------------------------------------------------------------------
@@ -543,16 +573,19 @@ def report(results: dict) -> str:
                          f"kernel arrays {r['kernel_arrays_bytes_per_site']:.1f}, "
                          f"peak traced (set-up + 5 steps) {r['peak_traced_bytes_per_site']:.1f}")
     if "mesa" in results:
-        lines.append("\nkernel vs Mesa reference (same experiment, same run)")
-        if "skipped" in results["mesa"]:
-            lines.append(f"  {results['mesa']['skipped']}")
-        for r in results["mesa"].get("cases", []):
-            lines.append(f"  {r['size']}^2, {r['steps']} steps: whole run Mesa {r['run_mesa_s']['median']:.2f} s, "
-                         f"sequential {r['run_sequential_s']['median']:.3f} s (x{r['run_ratio_sequential']:.0f}), "
-                         f"parallel {r['run_parallel_s']['median']:.3f} s (x{r['run_ratio_parallel']:.0f})")
-            lines.append(f"  {'':>6}stepping only: Mesa {r['advance_mesa_s']:.2f} s "
-                         f"({r['mesa_agent_updates_per_s']:.3g} agent-upd/s), sequential x"
-                         f"{r['advance_ratio_sequential']:.0f}, parallel x{r['advance_ratio_parallel']:.0f}")
+        lines.append("\nkernels vs the Mesa reference (same config, same run)")
+        mesa = results["mesa"]
+        if "skipped" in mesa:
+            lines.append(f"  {mesa['skipped']}")
+        for r in mesa.get("stepping", []):
+            lines.append(f"  dense {r['size']}^2, {r['steps']} steps: Mesa {r['mesa_site_updates_per_s']:.3g} site-upd/s; "
+                         f"sequential x{r['ratio_sequential']:.0f}, parallel x{r['ratio_parallel']:.0f}")
+        if "whole_run" in mesa:
+            w = mesa["whole_run"]
+            lines.append(f"  whole run of {w['config']} {' '.join(w['overrides'])}: Mesa "
+                         f"{w['mesa_seconds']['median']:.2f} s, sequential {w['sequential_seconds']['median']:.3f} s "
+                         f"(x{w['ratio_sequential']:.0f}), parallel {w['parallel_seconds']['median']:.3f} s "
+                         f"(x{w['ratio_parallel']:.0f})")
     if results.get("human"):
         lines.append("\nhuman scale: 1024^2 sites, burn-in + follow-up with daily records")
         for r in results["human"]:
@@ -571,7 +604,7 @@ def compare_targets(results: dict) -> dict:
         rows = [r for r in results.get("throughput", []) if (r["kernel"], r["dims"], r["size"]) == (kernel, 2, 1024)]
         return rows[0]["site_updates_per_s"] if rows else None
 
-    mesa = [r.get("advance_ratio_parallel") for r in results.get("mesa", {}).get("cases", [])]
+    mesa = [max(r["ratio_sequential"], r["ratio_parallel"]) for r in results.get("mesa", {}).get("stepping", [])]
     human = results.get("human") or []
     memory = results.get("memory") or []
     comp = results.get("compile", {})

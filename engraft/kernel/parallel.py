@@ -530,7 +530,9 @@ def run_steps(
     # lose affinity every step)
     n_types = tint.shape[0]
     n_g = p_any.shape[2]
-    thresholds = np.zeros((n_types + 1) * n_g, dtype=np.uint64)
+    thresholds = np.empty((n_types + 1) * n_g, dtype=np.uint64)
+    for g in range(n_g):
+        thresholds[g] = 0
     for t in range(n_types):
         for g in range(n_g):
             if tint[t, T_IS_HSC] != 0:
@@ -538,7 +540,9 @@ def run_steps(
             else:
                 thresholds[(t + 1) * n_g + g] = uint64(np.ceil(p_any[t, 0, g] * 9007199254740992.0))
     # marks from before this call are stale (the state may have been edited in between)
-    for i in prange(n_sites):
+    # (explicit loops here and below: under parallel=True an array expression such as
+    # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
+    for i in range(n_sites):
         mark[i] = 0
 
     for step in range(n_steps):
@@ -553,8 +557,12 @@ def run_steps(
         for c in range(n_colours):
             colour_order[c] = c
         shuffle_prefix(colour_order, n_colours, serial)
-        chunk_exits[:] = 0.0
-        chunk_counts[:] = 0
+        for k in range(N_CHUNKS):
+            chunk_counts[k, 0] = 0
+            chunk_counts[k, 1] = 0
+            for t in range(chunk_exits.shape[1]):
+                for x in range(chunk_exits.shape[2]):
+                    chunk_exits[k, t, x] = 0.0
 
         for ci in range(n_colours):
             c = colour_order[ci]
