@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "rebuild SWEEP_DIR/aggregate.parquet from the run directories"
+HELP = "rebuild SWEEP_DIR/aggregate.parquet (one row per run) from sweep.json and the run directories"
 
 
 def add_arguments(parser) -> None:
@@ -15,7 +15,7 @@ def main(args) -> int:
     from engraft.sweep import collect
 
     target = collect(args.directory)
-    table = pd.read_parquet(target)
-    counts = table["status"].value_counts().to_dict()
-    print(f"{target}: {len(table)} runs ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))})")
+    status = pd.read_parquet(target, columns=["status"])["status"]
+    counts = status.value_counts().to_dict()
+    print(f"{target}: {len(status)} runs ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
     return 0

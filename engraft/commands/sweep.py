@@ -1,51 +1,81 @@
-"""``engraft sweep FILE --out DIR``: many runs from one YAML, resumable."""
+"""``engraft sweep FILE --out DIR``: many runs from one YAML, on local processes or Dask; resumable."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-HELP = "run a sweep (parameters x replicates) on local processes or a Dask cluster; resumes"
+HELP = "run a sweep (parameters x replicates) on local processes or a Dask cluster; reruns resume"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("config", help="YAML experiment with a sweep: section (or experiment: + sweep:)")
-    parser.add_argument("--out", help="sweep directory (default: results/<file name>)")
-    parser.add_argument("--workers", type=int, help="local worker processes (default: the sweep's "
-                                                    "workers, else 1); with --dask-local, Dask workers")
+    parser.add_argument("config", help="YAML experiment with a sweep: section (or experiment: FILE + sweep:)")
+    parser.add_argument("--out",
+                        help="sweep directory (default: results/<file name>); rerun into it to resume")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="local worker processes (default: the sweep's workers, else every CPU; "
+                             "1 runs in this process); with --dask-local, the Dask workers")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786")
+                        help="run on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786 (the sweep "
+                             "directory must be on a file system the workers share)")
     parser.add_argument("--dask-local", action="store_true",
-                        help="start a Dask LocalCluster on this machine (loopback) and run there")
-    parser.add_argument("--figures", action="store_true", help="write each run's summary figure")
+                        help="start a Dask LocalCluster on this machine (127.0.0.1) and run there")
+    parser.add_argument("--figures", action="store_true", help="write each run's summary figure (slower)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the base experiment (repeatable)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def main(args) -> int:
-    from engraft.cli import UsageError
-    from engraft.sweep import load_sweep, run_sweep
-    from engraft.sweep.runner import progress_bar
+def progress_bar(enabled: bool):
+    """A tqdm bar (runs done, failed, remaining time) on a terminal, else (None, None)."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
 
-    sweep = load_sweep(args.config, args.overrides)
-    workers = args.workers or sweep.workers or 1
-    if workers < 1:
-        raise UsageError(f"--workers: must be >= 1, got {workers}")
-    scheduler = args.scheduler or sweep.scheduler
-    if scheduler and args.dask_local:
-        raise UsageError("--scheduler and --dask-local: choose one")
-    out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
-    callback, bar = progress_bar(not args.quiet)
-    try:
-        outcome = run_sweep(sweep, out, workers=workers, scheduler=scheduler, dask_local=args.dask_local,
-                            figures=args.figures, progress=callback)
-    finally:
+    bar = None
+
+    def update(state) -> None:
+        nonlocal bar
+        if bar is None:  # reused runs count as done but not towards the rate
+            bar = tqdm(total=state.total, initial=state.finished, unit="run", desc="sweep",
+                       dynamic_ncols=True, smoothing=0.1)
+        bar.set_postfix(failed=state.failed, refresh=False)
+        bar.update(state.finished - bar.n)
+
+    def close() -> None:
         if bar is not None:
             bar.close()
-    line = (f"{outcome.total} runs in {out}: {outcome.ran} ran now, {outcome.reused} reused; "
-            f"aggregate table {out / 'aggregate.parquet'}")
-    print(line)
+
+    return update, close
+
+
+def main(args) -> int:
+    from engraft.sweep import load_sweep, run_sweep
+    from engraft.sweep.executors import WorkersLost
+
+    sweep = load_sweep(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    callback, close = progress_bar(not args.quiet)
+    try:
+        outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                            dask_local=args.dask_local, figures=args.figures, progress=callback)
+    except KeyboardInterrupt:
+        if close:
+            close()
+        print(f"engraft sweep: interrupted; finished runs are kept in {out}: rerun the same command "
+              "to run the rest", file=sys.stderr)
+        return 130
+    except WorkersLost as err:
+        if close:
+            close()
+        print(f"engraft sweep: error: {err}", file=sys.stderr)
+        return 1
+    if close:
+        close()
+    print(f"{outcome.total} runs in {out} ({outcome.executor}): {outcome.ran} ran now, "
+          f"{outcome.reused} reused; table {out / 'aggregate.parquet'}")
     if outcome.failed:
-        print(f"{outcome.failed} of {outcome.total} runs failed (see {out}/runs/*.error.json; "
-              "rerun the same command to retry them)")
+        print(f"{outcome.failed} of {outcome.total} runs failed ({', '.join(outcome.failed_ids[:5])}"
+              f"{', ...' if outcome.failed > 5 else ''}; see {out / 'runs'}/<run_id>.error.json); "
+              "rerun the same command to retry them")
     return outcome.exit_status

@@ -1,16 +1,18 @@
-"""Running sweeps: local processes (default), a Dask cluster, resume, aggregate.
+"""Running a sweep into a directory: pick an executor, resume, record, aggregate.
 
 Layout of a sweep directory::
 
-    sweep.json             the sweep: base config, parameters, every run's id, values and seed
-    runs/r00000/           one run directory per finished run (see engraft.results)
-    runs/r00007.error.json a run that raised: its error (retried on the next resume)
-    aggregate.parquet      one row per run: swept values, seed, status, summary read-outs
+    sweep.json              the sweep: base config and its digest, parameters, every run's id, values, seed
+    runs/r00000/            one run directory per finished run (see engraft.results)
+    runs/r00007.error.json  a run that raised: its error (retried on the next resume)
+    aggregate.parquet       one row per run (see engraft.sweep.aggregate)
 
-Each worker writes its own run directory atomically and returns only a small
-summary, so the parent's memory stays flat however many runs there are.
-A run is done exactly when its run directory is complete; rerunning the same
-command after an interruption runs only what is missing.
+A run is done exactly when its run directory is complete
+(:func:`engraft.results.is_run_dir`); run directories appear whole by a final
+rename, so an interrupted sweep (Ctrl-C, ``kill -9``, a lost worker) never
+leaves half a run. Running the same sweep into the same directory again runs
+only what is not done and reuses the rest; a different sweep (changed config,
+parameters or seeds) is refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -18,262 +20,293 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from engraft.config.load import ConfigError
+from engraft._version import __version__
 from engraft.results import atomic_write_text, is_run_dir, to_json
-from engraft.sweep.spec import Run, Sweep
+from engraft.sweep.aggregate import SPEC_FILE, SweepDirError, collect
+from engraft.sweep.executors import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_MISSING,
+    DaskExecutor,
+    ProcessExecutor,
+    RunOutcome,
+    SerialExecutor,
+    Task,
+    available_cpus,
+    error_path,
+)
+from engraft.sweep.spec import Run, Sweep, load_sweep
 
-STATUS_DONE, STATUS_FAILED, STATUS_MISSING = "done", "failed", "missing"
-
-
-class SweepDirError(ConfigError):
-    """The output directory holds another sweep (one line, exit status 2)."""
+LOCK_FILE = ".sweep.lock"
 
 
 @dataclass
-class Task:
-    """What a worker needs for one run: plain data, cheap to send."""
+class SweepProgress:
+    """Where a sweep stands; passed to the progress callback after every run."""
 
-    run_id: str
-    config: dict
-    seed: int
-    run_dir: str
-    figure: bool
+    total: int
+    reused: int
+    ran: int = 0
+    failed: int = 0
 
-
-def execute(task: Task) -> dict:
-    """Run one simulation and write its directory; never raises (errors are returned)."""
-    from engraft.config.load import validate
-    from engraft.results import write_run
-    from engraft.simulation import simulate
-
-    start = time.perf_counter()
-    error_path = Path(f"{task.run_dir}.error.json")
-    try:
-        exp = validate(task.config)
-        result = simulate(exp, seed=task.seed)
-        write_run(result, task.run_dir, command=["engraft", "sweep", task.run_id], figure=task.figure)
-        error_path.unlink(missing_ok=True)
-        return {"run_id": task.run_id, "status": STATUS_DONE, "summary": result.summary,
-                "wall_seconds": time.perf_counter() - start}
-    except Exception as err:  # a failing run is recorded, the sweep goes on
-        message = f"{type(err).__name__}: {err}"
-        atomic_write_text(error_path, to_json({"run_id": task.run_id, "seed": task.seed, "error": message,
-                                               "traceback": traceback.format_exc()}))
-        return {"run_id": task.run_id, "status": STATUS_FAILED, "error": message,
-                "wall_seconds": time.perf_counter() - start}
+    @property
+    def finished(self) -> int:
+        """Runs accounted for: reused, ran now (done or failed)."""
+        return self.reused + self.ran
 
 
-# ------------------------------------------------------------------------------------
-# executors: each maps execute() over tasks and yields results as they finish
-# ------------------------------------------------------------------------------------
-def run_serial(tasks: Iterable[Task]) -> Iterator[dict]:
-    for task in tasks:
-        yield execute(task)
-
-
-def run_processes(tasks: Iterable[Task], workers: int) -> Iterator[dict]:
-    """A local process pool (spawned workers: Numba and fork do not mix well)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield from _windowed(tasks, lambda t: pool.submit(execute, t), 2 * workers,
-                             lambda fs: wait(fs, return_when=FIRST_COMPLETED)[0],
-                             lambda f: f.result())
-
-
-def run_dask(tasks: Iterable[Task], client) -> Iterator[dict]:
-    """A Dask distributed cluster: the same tasks, the same results."""
-    from distributed import wait as dask_wait
-
-    n = max(1, sum(client.nthreads().values()))
-    yield from _windowed(tasks, lambda t: client.submit(execute, t, pure=False), 2 * n,
-                         lambda fs: dask_wait(list(fs), return_when="FIRST_COMPLETED").done,
-                         lambda f: f.result())
-
-
-def _windowed(tasks, submit, window, wait_some, result) -> Iterator[dict]:
-    """Keep at most ``window`` runs in flight, so the parent never holds them all."""
-    pending = set()
-    for task in tasks:
-        pending.add(submit(task))
-        if len(pending) >= window:
-            done = wait_some(pending)
-            pending -= done
-            for fut in done:
-                yield result(fut)
-    while pending:
-        done = wait_some(pending)
-        pending -= done
-        for fut in done:
-            yield result(fut)
-
-
-def dask_client(scheduler: str | None, local_workers: int | None):
-    """A ``distributed.Client``: to ``scheduler``, or to a new loopback LocalCluster."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        from engraft.cli import UsageError
-
-        raise UsageError("Dask is not installed: pip install 'engraft[dask]'") from None
-    if scheduler:
-        return Client(scheduler), None
-    cluster = LocalCluster(n_workers=local_workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, host="127.0.0.1", dashboard_address=None)
-    return Client(cluster), cluster
-
-
-# ------------------------------------------------------------------------------------
-# the sweep directory
-# ------------------------------------------------------------------------------------
-def run_dir(out: Path, run: Run) -> Path:
-    return out / "runs" / run.run_id
-
-
-def prepare(sweep: Sweep, out: Path) -> None:
-    """Create or reopen a sweep directory; refuse one that holds a different sweep."""
-    out.mkdir(parents=True, exist_ok=True)
-    spec_path = out / "sweep.json"
-    spec = {"digest": sweep.digest(), **sweep.spec_json()}
-    if spec_path.exists():
-        try:
-            old = json.loads(spec_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            old = {}
-        if old.get("digest") != spec["digest"]:
-            raise SweepDirError(
-                f"{out}: holds a different sweep (its config, parameters or seeds changed); "
-                "resume it with its own file, or choose a new --out"
-            )
-    else:
-        atomic_write_text(spec_path, to_json(spec))
-    (out / "runs").mkdir(exist_ok=True)
-    # half-written run directories of an interrupted sweep: never complete, remove
-    for stale in (out / "runs").glob(".*.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def status_of(out: Path, run: Run) -> str:
-    path = run_dir(out, run)
-    if is_run_dir(path):
-        return STATUS_DONE
-    if Path(f"{path}.error.json").exists():
-        return STATUS_FAILED
-    return STATUS_MISSING
+ProgressCallback = Callable[[SweepProgress], None]
 
 
 @dataclass
 class SweepOutcome:
+    """What :func:`run_sweep` did.
+
+    Attributes
+    ----------
+    total : runs in the sweep.
+    reused : runs already done in the directory, not run again.
+    ran : runs attempted now.
+    failed : runs attempted now that failed (their ids in ``failed_ids``).
+    out : the sweep directory.
+    executor : where the runs ran, in words.
+    """
+
     total: int
     reused: int
     ran: int
     failed: int
     out: Path
+    executor: str = ""
+    failed_ids: list[str] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
+        """0 if every run is done, else 1."""
         return 1 if self.failed else 0
 
 
-def run_sweep(sweep: Sweep, out: str | os.PathLike, *, workers: int = 1, scheduler: str | None = None,
-              dask_local: bool = False, figures: bool = False,
-              progress: Callable[[int, int, int], None] | None = None) -> SweepOutcome:
-    """Run every missing run of ``sweep`` into ``out`` and write the aggregate table.
+def run_dir(out: Path, run: Run) -> Path:
+    """``SWEEP_DIR/runs/<run_id>``."""
+    return out / "runs" / run.run_id
+
+
+def status_of(out: Path, run: Run) -> str:
+    """``done`` (complete run directory), ``failed`` (an error record) or ``missing``."""
+    path = run_dir(out, run)
+    if is_run_dir(path):
+        return STATUS_DONE
+    if error_path(path).exists():
+        return STATUS_FAILED
+    return STATUS_MISSING
+
+
+def _first_difference(old, new, path: str = "") -> str | None:
+    """The first key path where two JSON-like values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                return f"{sub} {'added' if key not in old else 'removed'}"
+            found = _first_difference(old[key], new[key], sub)
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path or '(top level)'} {old!r} -> {new!r}"
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    """Say what differs between a directory's sweep.json and this sweep, in a few words."""
+    if old.get("base_config_sha256") != new["base_config_sha256"]:
+        detail = _first_difference(old.get("base_config"), new["base_config"])
+        return f"the base config changed ({detail})" if detail else "the base config changed"
+    for key in ("parameters", "overrides", "replicates", "root_seed"):
+        if json.dumps(old.get(key), sort_keys=True) != json.dumps(new[key], sort_keys=True, default=float):
+            return f"sweep.{key} changed"
+    return "its runs differ"
+
+
+class SweepLock:
+    """An exclusive lock on a sweep directory, so two sweeps never write one directory at once.
+
+    ``flock`` locks are released by the kernel when the process dies, so a
+    killed sweep never leaves a stale lock behind.
+    """
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on Windows: no lock
+            return self
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise SweepDirError(f"{self.path.parent}: another engraft sweep is running in this "
+                                "directory; wait for it, or choose another --out") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def prepare(sweep: Sweep, out: Path) -> None:
+    """Create a sweep directory, or reopen one holding the same sweep; refuse a different one.
+
+    Also removes what an interrupted sweep may have left: half-written run
+    directories and temporary files (never complete, never read).
+
+    Raises
+    ------
+    SweepDirError
+        ``out`` holds another sweep (its config, parameters or seeds changed).
+    """
+    spec_path = out / SPEC_FILE
+    spec = {"digest": sweep.digest(), "engraft_version": __version__,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **sweep.spec_json()}
+    if spec_path.exists():
+        try:
+            old = json.loads(spec_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if old.get("digest") != spec["digest"]:
+            raise SweepDirError(f"{out}: holds a different sweep ({_describe_change(old, spec)}); "
+                                "rerun it with its own file, or choose a new --out")
+    else:
+        atomic_write_text(spec_path, to_json(spec))
+    (out / "runs").mkdir(exist_ok=True)
+    remove_leftovers(out)
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove what killed writers leave: half-written run directories and temporary files.
+
+    They are never complete and never read; only call this while no worker
+    writes into ``out`` (before a sweep starts, after it ends).
+    """
+    runs = out / "runs"
+    for stale in [*runs.glob(".*.tmp-*"), *runs.glob(".*.old-*"), *runs.glob(".*.tmp"),
+                  *out.glob(".*.tmp-*"), *out.glob(".*.tmp")]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def choose_executor(workers: int | None = None, scheduler: str | None = None, dask_local: bool = False):
+    """The executor for these options: Dask (a scheduler or a LocalCluster), a local pool, or this process."""
+    if scheduler and dask_local:
+        from engraft.cli import UsageError
+
+        raise UsageError("--scheduler and --dask-local: choose one")
+    if workers is not None and workers < 1:
+        from engraft.cli import UsageError
+
+        raise UsageError(f"--workers: must be >= 1, got {workers}")
+    if scheduler:
+        return DaskExecutor(scheduler=scheduler)
+    if dask_local:
+        return DaskExecutor(local_workers=workers)
+    workers = workers or available_cpus()
+    return ProcessExecutor(workers) if workers > 1 else SerialExecutor()
+
+
+def worker_threads(executor, cpus: int) -> int | None:
+    """Numba threads per worker on this machine: its share of the cores (None: leave as is).
+
+    A parallel kernel in each of N local workers would otherwise start a
+    thread per core in every worker. Results do not depend on it (the kernel
+    is bit-identical for any thread count). Remote Dask workers are left as
+    their cluster configures them.
+    """
+    if isinstance(executor, ProcessExecutor):
+        return max(1, cpus // executor.workers)
+    if isinstance(executor, DaskExecutor) and not executor.scheduler:
+        return max(1, cpus // executor.local_workers)
+    return None
+
+
+def run_sweep(sweep: Sweep | str | os.PathLike, out: str | os.PathLike, *, workers: int | None = None,
+              scheduler: str | None = None, dask_local: bool = False, figures: bool = False,
+              progress: ProgressCallback | None = None) -> SweepOutcome:
+    """Run every run of ``sweep`` that is not done in ``out``, then write the aggregate table.
 
     Parameters
     ----------
-    sweep : from :func:`engraft.sweep.load_sweep`.
-    out : the sweep directory (created, or resumed if it holds the same sweep).
-    workers : local processes (1: in this process); with ``dask_local`` the
-        LocalCluster's worker count.
-    scheduler : a Dask scheduler address (``tcp://host:8786``): run there.
-    dask_local : start a Dask LocalCluster on loopback and run there.
+    sweep : a :class:`~engraft.sweep.spec.Sweep` (from :func:`~engraft.sweep.load_sweep`)
+        or the path of a sweep file.
+    out : the sweep directory: created, or resumed if it holds the same sweep.
+    workers : local worker processes (default: the sweep file's ``workers``,
+        else every CPU; 1 runs in this process); with ``dask_local``, the
+        LocalCluster's worker processes.
+    scheduler : a Dask scheduler address (``tcp://host:8786``; default: the
+        sweep file's ``scheduler``): run on that cluster.
+    dask_local : start a Dask LocalCluster on 127.0.0.1 and run there.
     figures : also write each run's summary figure (slower).
-    progress : called as ``progress(finished, failed, total)``.
+    progress : called with a :class:`SweepProgress` at the start and after every run.
+
+    Returns
+    -------
+    SweepOutcome
+        Counts of runs reused, run and failed; ``exit_status`` is 1 if any failed.
+
+    Raises
+    ------
+    SweepDirError
+        ``out`` holds a different sweep, or another sweep is running in it.
     """
-    out = Path(out)
-    prepare(sweep, out)
-    todo = [r for r in sweep.runs if status_of(out, r) != STATUS_DONE]
-    reused = len(sweep.runs) - len(todo)
-    tasks = (Task(r.run_id, sweep.run_config(r), r.seed, str(run_dir(out, r)), figures) for r in todo)
-    finished = failed = 0
-    if progress:
-        progress(reused, 0, len(sweep.runs))
-    if scheduler or dask_local:
-        client, cluster = dask_client(scheduler, workers if dask_local else None)
-        results = run_dask(tasks, client)
-    elif workers > 1:
-        client = cluster = None
-        results = run_processes(tasks, workers)
-    else:
-        client = cluster = None
-        results = run_serial(tasks)
-    try:
-        for res in results:
-            finished += 1
-            failed += res["status"] == STATUS_FAILED
-            if progress:
-                progress(reused + finished, failed, len(sweep.runs))
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    collect(out, sweep)
-    return SweepOutcome(total=len(sweep.runs), reused=reused, ran=finished, failed=failed, out=out)
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    out = Path(out).resolve()
+    executor = choose_executor(workers if workers is not None else sweep.workers,
+                               scheduler or (None if dask_local else sweep.scheduler), dask_local)
+    out.mkdir(parents=True, exist_ok=True)
+    with SweepLock(out):
+        prepare(sweep, out)
+        todo = [r for r in sweep.runs if status_of(out, r) != STATUS_DONE]
+        state = SweepProgress(total=len(sweep.runs), reused=len(sweep.runs) - len(todo))
+        threads = worker_threads(executor, available_cpus())
+        tasks = (Task(r.run_id, sweep.run_config(r), r.seed, str(run_dir(out, r)), figures, threads)
+                 for r in todo)
+        failed_ids: list[str] = []
+        if progress:
+            progress(state)
+        try:
+            if todo:
+                with executor:
+                    for outcome in executor.map(tasks):
+                        _count(state, outcome, failed_ids)
+                        if progress:
+                            progress(state)
+        finally:
+            if not getattr(executor, "scheduler", None):  # local workers are gone: clean up after them
+                remove_leftovers(out)
+            collect(out)  # also after an interruption: the table says what is missing
+    return SweepOutcome(total=state.total, reused=state.reused, ran=state.ran, failed=state.failed,
+                        out=out, executor=executor.description, failed_ids=failed_ids)
 
 
-def collect(out: str | os.PathLike, sweep: Sweep | None = None) -> Path:
-    """(Re)build ``aggregate.parquet`` from sweep.json and the run directories."""
-    import pandas as pd
-
-    out = Path(out)
-    spec_path = out / "sweep.json"
-    if not spec_path.exists():
-        raise SweepDirError(f"{out}: not a sweep directory (no sweep.json)")
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    rows = []
-    for run in spec["runs"]:
-        row = {"run_id": run["run_id"], **run["params"], "replicate": run["replicate"], "seed": run["seed"]}
-        path = out / "runs" / run["run_id"]
-        if is_run_dir(path):
-            row["status"] = STATUS_DONE
-            row.update(json.loads((path / "summary.json").read_text(encoding="utf-8")))
-        elif Path(f"{path}.error.json").exists():
-            row["status"] = STATUS_FAILED
-            row["error"] = json.loads(Path(f"{path}.error.json").read_text(encoding="utf-8"))["error"]
-        else:
-            row["status"] = STATUS_MISSING
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    target = out / "aggregate.parquet"
-    tmp = out / f".aggregate.parquet.tmp-{os.getpid()}"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, target)
-    return target
-
-
-def progress_bar(enabled: bool):
-    """A tqdm bar of runs done / failed on a terminal, else None."""
-    if not enabled or not sys.stderr.isatty():
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, unit="run", desc="sweep")
-
-    def update(done: int, failed: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix(failed=failed, refresh=False)
-        bar.refresh()
-
-    return update, bar
+def _count(state: SweepProgress, outcome: RunOutcome, failed_ids: list[str]) -> None:
+    state.ran += 1
+    if outcome.status == STATUS_FAILED:
+        state.failed += 1
+        failed_ids.append(outcome.run_id)

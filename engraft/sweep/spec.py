@@ -11,14 +11,21 @@ A sweep is a ``sweep:`` section of an experiment file (or a file holding
       parameters:                    # key path -> values; full factorial product
         infusions[0].dose_per_kg: {values: [2.0e6, 5.0e6, 8.0e6]}
         conditioning.myeloablation.HSC: {range: {start: 0.5, stop: 0.99, num: 4}}
-        infusions[0].transduction: {values: [0.3, 0.6], group: product}
-        infusions[0].vcn.mean: {values: [1.0, 2.0], group: product}   # zipped with the line above
+        infusions[0].transduction: {values: [0.3, 0.6]}
+        infusions[0].vcn.mean: {values: [1.0, 2.0]}
+      zip:                           # these vary together (equal lengths)
+        - ["infusions[0].transduction", "infusions[0].vcn.mean"]   # quoted: [0] inside [...]
 
-Parameters sharing a ``group`` vary together (zipped; equal lengths); groups
-and ungrouped parameters form a full factorial product. ``range`` takes
-``start``, ``stop``, ``num`` and ``scale: linear | log``. Every run's seed comes
-from ``numpy.random.SeedSequence(root_seed).spawn(n_runs)`` and is recorded, so
-any run can be re-created alone from its own ``config.yaml``.
+Key paths use the ``--set`` syntax. Parameters in one ``zip`` list, or with
+the same ``group:`` name, vary together (zipped; equal lengths); groups and
+the other parameters form a full factorial product, times ``replicates``.
+``range`` takes ``start``, ``stop``, ``num`` and ``scale: linear | log``.
+
+Seeds: ``numpy.random.SeedSequence(root_seed).spawn(n_runs)`` gives one child
+per run; two 32-bit words of its state make a 63-bit integer seed. The seed is
+recorded in ``sweep.json`` and in the run's own ``config.yaml``, so any run can
+be re-created alone with ``engraft run RUN_DIR/config.yaml``. Child ``i``
+depends only on ``root_seed`` and ``i``, not on how many runs there are.
 """
 
 from __future__ import annotations
@@ -27,15 +34,18 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engraft.config.load import (
     ConfigError,
-    format_path,
+    check_memory,
     load_yaml,
+    parse_override,
     resolve_bases,
     set_path,
     split_key_path,
@@ -43,16 +53,23 @@ from engraft.config.load import (
 )
 from engraft.config.schema import Experiment
 
-SWEEP_KEYS = ("parameters", "replicates", "root_seed", "overrides", "scheduler", "workers")
+#: keys of the ``sweep:`` section
+SWEEP_KEYS = ("parameters", "zip", "replicates", "root_seed", "overrides", "scheduler", "workers")
+#: keys of one swept parameter
 PARAMETER_KEYS = ("values", "range", "group")
+#: keys of a ``range``
 RANGE_KEYS = ("start", "stop", "num", "scale")
+#: keys of a file that points at an experiment instead of being one
+POINTER_KEYS = ("experiment", "sweep")
 
 
 @dataclass(frozen=True)
 class Parameter:
+    """One swept config field: its key path, its values and its zip group (if any)."""
+
     path: str
     values: tuple
-    group: str | None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,228 +85,365 @@ class Run:
 
 @dataclass
 class Sweep:
-    """A validated sweep: the base experiment (as data) and its runs."""
+    """A validated sweep: the base experiment (as plain data) and its runs.
 
-    base: dict  # the experiment mapping, bases resolved, without ``sweep``
+    Attributes
+    ----------
+    base : the experiment mapping with bases merged and ``sweep.overrides``
+        applied, without the ``sweep`` section.
+    parameters : the swept fields, in file order.
+    overrides : fixed ``key path -> value`` changes applied to every run.
+    replicates : runs per parameter combination (differing only in seed).
+    root_seed : the seed the per-run seeds are spawned from.
+    scheduler : a Dask scheduler address from the file, or None.
+    workers : local worker processes from the file, or None.
+    runs : every run, in order; run ``i`` is ``runs[i]``.
+    """
+
+    base: dict
     parameters: list[Parameter]
     overrides: dict
     replicates: int
     root_seed: int
     scheduler: str | None
     workers: int | None
-    runs: list[Run]
+    runs: list[Run] = field(default_factory=list)
 
     def run_config(self, run: Run) -> dict:
-        """The experiment mapping of one run (overrides, parameter values, seed)."""
+        """The experiment mapping of one run: the base, its parameter values and its seed."""
         data = copy.deepcopy(self.base)
-        for path, value in {**self.overrides, **run.params}.items():
+        for path, value in run.params.items():
             set_path(data, split_key_path(path), copy.deepcopy(value))
         data["seed"] = run.seed
         return data
 
     def run_experiment(self, run: Run) -> Experiment:
+        """The validated :class:`~engraft.config.schema.Experiment` of one run."""
         return validate(self.run_config(run))
 
+    def base_digest(self) -> str:
+        """SHA-256 of the resolved base config (canonical JSON)."""
+        return _sha256(self.base)
+
     def spec_json(self) -> dict:
-        """What sweep.json records: enough to re-create every run, and to refuse a changed sweep."""
+        """What ``sweep.json`` records: enough to re-create every run and to refuse a changed sweep."""
         return {
+            "base_config_sha256": self.base_digest(),
             "base_config": self.base,
             "parameters": {p.path: {"values": list(p.values), "group": p.group} for p in self.parameters},
             "overrides": self.overrides,
             "replicates": self.replicates,
             "root_seed": self.root_seed,
+            "n_runs": len(self.runs),
             "runs": [{"run_id": r.run_id, "params": r.params, "replicate": r.replicate, "seed": r.seed}
                      for r in self.runs],
         }
 
     def digest(self) -> str:
-        text = json.dumps(self.spec_json(), sort_keys=True, default=float)
-        return hashlib.sha256(text.encode()).hexdigest()
+        """SHA-256 of :meth:`spec_json`: equal digests mean the same runs with the same configs."""
+        return _sha256(self.spec_json())
 
 
-def _err(path: str, message: str) -> ConfigError:
+def _sha256(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=float, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _error(path: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {message}")
 
 
-def _values(path: str, spec) -> tuple:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _values(path: str, spec: Any) -> tuple:
+    """The values of one parameter from ``{values: [...]}`` or ``{range: {...}}``."""
     where = f"sweep.parameters.{path}"
-    if isinstance(spec, list):
+    if isinstance(spec, list):  # shorthand: key.path: [v1, v2]
         spec = {"values": spec}
     if not isinstance(spec, dict):
-        raise _err(where, f"give {{values: [...]}} or {{range: {{start, stop, num}}}}, got {spec!r}")
+        raise _error(where, f"give {{values: [...]}} or {{range: {{start, stop, num}}}}, got {spec!r}")
     unknown = [k for k in spec if k not in PARAMETER_KEYS]
     if unknown:
-        raise _err(f"{where}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(PARAMETER_KEYS)}")
+        raise _error(f"{where}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(PARAMETER_KEYS)}")
     if ("values" in spec) == ("range" in spec):
-        raise _err(where, "give exactly one of values or range")
+        raise _error(where, "give exactly one of values or range")
     if "values" in spec:
         values = spec["values"]
         if not isinstance(values, list) or not values:
-            raise _err(f"{where}.values", f"must be a non-empty list, got {values!r}")
+            raise _error(f"{where}.values", f"must be a non-empty list, got {values!r}")
         return tuple(values)
     rng = spec["range"]
     if not isinstance(rng, dict):
-        raise _err(f"{where}.range", f"must be a mapping with start, stop, num, got {rng!r}")
+        raise _error(f"{where}.range", f"must be a mapping with start, stop, num, got {rng!r}")
     unknown = [k for k in rng if k not in RANGE_KEYS]
     if unknown:
-        raise _err(f"{where}.range.{unknown[0]}", f"unknown key; allowed keys: {', '.join(RANGE_KEYS)}")
-    try:
-        start, stop, num = float(rng["start"]), float(rng["stop"]), rng["num"]
-    except KeyError as err:
-        raise _err(f"{where}.range.{err.args[0]}", "required key is missing") from None
-    except (TypeError, ValueError):
-        raise _err(f"{where}.range", f"start and stop must be numbers, got {rng!r}") from None
-    if not isinstance(num, int) or isinstance(num, bool) or num < 1:
-        raise _err(f"{where}.range.num", f"must be an integer >= 1 (an empty range runs nothing), got {num!r}")
+        raise _error(f"{where}.range.{unknown[0]}", f"unknown key; allowed keys: {', '.join(RANGE_KEYS)}")
+    for key in ("start", "stop", "num"):
+        if key not in rng:
+            raise _error(f"{where}.range.{key}", "required key is missing")
+    bounds = []
+    for key in ("start", "stop"):
+        value = rng[key]
+        try:  # YAML 1.1 reads 1.0e6 (no sign in the exponent) as a string
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number):
+            raise _error(f"{where}.range.{key}", f"must be a finite number, got {value!r}")
+        bounds.append(float(number))
+    start, stop = bounds
+    num = rng["num"]
+    if not _is_int(num) or num < 1:
+        raise _error(f"{where}.range.num",
+                     f"must be an integer >= 1 (an empty range runs nothing), got {num!r}")
     scale = rng.get("scale", "linear")
     if scale == "linear":
-        grid = np.linspace(start, stop, num)
+        grid = np.linspace(start, stop, int(num))
     elif scale == "log":
         if start <= 0 or stop <= 0:
-            raise _err(f"{where}.range", f"a log range needs start and stop > 0, got {start:g}, {stop:g}")
-        grid = np.geomspace(start, stop, num)
+            raise _error(f"{where}.range",
+                         f"a log range needs start and stop > 0, got {start:g} and {stop:g}")
+        grid = np.geomspace(start, stop, int(num))
     else:
-        raise _err(f"{where}.range.scale", f"must be 'linear' or 'log', got {scale!r}")
+        raise _error(f"{where}.range.scale", f"must be 'linear' or 'log', got {scale!r}")
     return tuple(float(v) for v in grid)
 
 
-def _check_path(base: dict, path: str) -> None:
-    """A swept key path must name a config field (or a mapping entry) that exists."""
-    parts = split_key_path(path)
-    node = base
-    for i, part in enumerate(parts):
-        here = format_path(parts[: i + 1])
-        if isinstance(part, int):
-            if not isinstance(node, list) or not -len(node) <= part < len(node):
-                raise _err(f"sweep.parameters.{path}", f"{here} is no list item of the experiment")
-            node = node[part]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, dict) and i == len(parts) - 1:
-            return  # a new entry of a mapping (e.g. a default field): validation decides
+def _zip_groups(spec: Any, paths: list[str]) -> dict[str, str]:
+    """``zip: [[a, b], [c, d]]`` -> {a: 'zip[0]', b: 'zip[0]', c: 'zip[1]', d: 'zip[1]'}."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, list) or not all(isinstance(g, list) for g in spec):
+        raise _error("sweep.zip", f"must be a list of lists of swept key paths, got {spec!r}")
+    groups: dict[str, str] = {}
+    for i, members in enumerate(spec):
+        if len(members) < 2:
+            raise _error(f"sweep.zip[{i}]", f"zip at least two swept key paths together, got {members!r}")
+        for j, path in enumerate(members):
+            if path not in paths:
+                raise _error(f"sweep.zip[{i}][{j}]", f"{path!r} is not a key of sweep.parameters "
+                                                     f"({', '.join(paths)})")
+            if path in groups:
+                raise _error(f"sweep.zip[{i}][{j}]", f"{path!r} is already zipped in {groups[path]}")
+            groups[path] = f"zip[{i}]"
+    return groups
+
+
+def _axes(parameters: list[Parameter]) -> list[list[Parameter]]:
+    """Zip groups and single parameters, in file order: the axes of the product."""
+    axes: list[list[Parameter]] = []
+    by_group: dict[str, list[Parameter]] = {}
+    for p in parameters:
+        if p.group is None:
+            axes.append([p])
+        elif p.group in by_group:
+            by_group[p.group].append(p)
         else:
-            raise _err(f"sweep.parameters.{path}", f"unknown key path ({here} is not in the experiment)")
+            by_group[p.group] = [p]
+            axes.append(by_group[p.group])
+    for members in by_group.values():
+        if len({len(m.values) for m in members}) > 1:
+            detail = ", ".join(f"{m.path} has {len(m.values)}" for m in members)
+            where = (f"sweep.{members[0].group}" if members[0].group.startswith("zip[")
+                     else f"sweep.parameters.{members[0].path}.group")
+            raise _error(where, f"parameters zipped together need equal numbers of values: {detail}")
+    return axes
 
 
 def run_seeds(root_seed: int, n: int) -> list[int]:
-    """One 63-bit seed per run from ``SeedSequence(root_seed).spawn(n)``."""
-    out = []
+    """One 63-bit seed per run from ``numpy.random.SeedSequence(root_seed).spawn(n)``.
+
+    Parameters
+    ----------
+    root_seed : the sweep's root seed (>= 0).
+    n : number of runs.
+
+    Returns
+    -------
+    list of int
+        ``seeds[i]`` depends only on ``root_seed`` and ``i``.
+    """
+    seeds = []
     for child in np.random.SeedSequence(root_seed).spawn(n):
         hi, lo = child.generate_state(2, dtype=np.uint32)
-        out.append(int((int(hi) << 32 | int(lo)) & (2**63 - 1)))
-    return out
+        seeds.append((int(hi) << 32 | int(lo)) & (2**63 - 1))
+    return seeds
 
 
 def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
     """Validate an experiment mapping with a ``sweep`` section into a :class:`Sweep`.
 
-    Every run's experiment is validated here, before anything runs, so a bad key
-    path, an empty range, ``replicates < 1`` or an out-of-range value fails up
-    front with the key named.
+    Parameters
+    ----------
+    data : an experiment mapping (bases already merged) with a ``sweep`` key.
+    check_runs : validate every run's experiment now (default), so a bad key
+        path, an empty range, ``replicates < 1`` or an out-of-range value fails
+        before anything runs, with the key named.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key path, e.g.
+        ``sweep.parameters.infusions[0].transduction: input should be less than or equal to 1, got 1.5``.
     """
     data = copy.deepcopy(data)
     spec = data.pop("sweep", None)
     if not isinstance(spec, dict):
-        raise ConfigError("sweep: the file has no sweep section (a mapping with parameters, replicates)")
+        raise ConfigError("sweep: the file has no sweep section (a mapping with parameters and replicates)")
     unknown = [k for k in spec if k not in SWEEP_KEYS]
     if unknown:
-        raise _err(f"sweep.{unknown[0]}", f"unknown key; allowed keys: {', '.join(SWEEP_KEYS)}")
+        raise _error(f"sweep.{unknown[0]}", f"unknown key; allowed keys: {', '.join(SWEEP_KEYS)}")
     replicates = spec.get("replicates", 1)
-    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
-        raise _err("sweep.replicates", f"must be an integer >= 1, got {replicates!r}")
+    if not _is_int(replicates) or replicates < 1:
+        raise _error("sweep.replicates", f"must be an integer >= 1, got {replicates!r}")
     root_seed = spec.get("root_seed", data.get("seed", 0))
-    if not isinstance(root_seed, int) or root_seed < 0:
-        raise _err("sweep.root_seed", f"must be an integer >= 0, got {root_seed!r}")
+    if not _is_int(root_seed) or root_seed < 0:
+        raise _error("sweep.root_seed", f"must be an integer >= 0, got {root_seed!r}")
     workers = spec.get("workers")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise _err("sweep.workers", f"must be an integer >= 1, got {workers!r}")
+    if workers is not None and (not _is_int(workers) or workers < 1):
+        raise _error("sweep.workers", f"must be an integer >= 1, got {workers!r}")
+    scheduler = spec.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise _error("sweep.scheduler", f"must be a Dask scheduler address such as tcp://host:8786, "
+                                        f"got {scheduler!r}")
     overrides = spec.get("overrides") or {}
     if not isinstance(overrides, dict):
-        raise _err("sweep.overrides", f"must be a mapping of key path -> value, got {overrides!r}")
+        raise _error("sweep.overrides", f"must be a mapping of key path -> value, got {overrides!r}")
     for path, value in overrides.items():
         try:
-            set_path(data, split_key_path(path), copy.deepcopy(value))
+            set_path(data, split_key_path(str(path)), copy.deepcopy(value))
         except ConfigError as err:
-            raise _err(f"sweep.overrides.{path}", str(err)) from None
-    raw = spec.get("parameters") or {}
+            raise _error(f"sweep.overrides.{path}", str(err)) from None
+
+    raw = spec.get("parameters")
     if not isinstance(raw, dict) or not raw:
-        raise _err("sweep.parameters", "must map at least one key path to its values")
+        raise _error("sweep.parameters", f"must map at least one key path to its values, got {raw!r}")
+    zipped = _zip_groups(spec.get("zip"), [str(p) for p in raw])
     parameters = []
     for path, pspec in raw.items():
-        _check_path(data, path)
+        path = str(path)
+        values = _values(path, pspec)
         group = pspec.get("group") if isinstance(pspec, dict) else None
-        parameters.append(Parameter(path=path, values=_values(path, pspec), group=group))
+        if group is not None and not isinstance(group, str):
+            raise _error(f"sweep.parameters.{path}.group", f"must be a name, got {group!r}")
+        if group is not None and path in zipped:
+            raise _error(f"sweep.parameters.{path}.group", f"is also zipped in sweep.{zipped[path]}: "
+                                                           "use one of group and zip")
+        try:  # a structurally impossible path (a list index out of range, a scalar parent)
+            set_path(copy.deepcopy(data), split_key_path(path), values[0])
+        except ConfigError as err:
+            raise _error(f"sweep.parameters.{path}", str(err)) from None
+        parameters.append(Parameter(path=path, values=values, group=group or zipped.get(path)))
 
-    # groups (zipped) and single parameters, then their product
-    axes: list[list[Parameter]] = []
-    seen: dict[str, list[Parameter]] = {}
-    for p in parameters:
-        if p.group is None:
-            axes.append([p])
-        elif p.group in seen:
-            seen[p.group].append(p)
-        else:
-            seen[p.group] = [p]
-            axes.append(seen[p.group])
-    for members in seen.values():
-        lengths = {len(m.values) for m in members}
-        if len(lengths) > 1:
-            detail = ", ".join(f"{m.path} has {len(m.values)}" for m in members)
-            raise _err(f"sweep.parameters.{members[0].path}.group",
-                       f"parameters zipped in group {members[0].group!r} need equal lengths: {detail}")
-    combos = []
+    combos, indices = [], []  # each combination's values, and each parameter's value index
+    axes = _axes(parameters)
     for choice in itertools.product(*[range(len(axis[0].values)) for axis in axes]):
-        params = {}
-        for axis, k in zip(axes, choice, strict=True):
-            for p in axis:
-                params[p.path] = p.values[k]
-        combos.append(params)
-    n = len(combos) * replicates
-    seeds = run_seeds(root_seed, n)
-    runs = [Run(index=i, run_id=f"r{i:05d}", params=combos[i // replicates], replicate=i % replicates,
-                seed=seeds[i]) for i in range(n)]
+        index = {p.path: k for axis, k in zip(axes, choice, strict=True) for p in axis}
+        indices.append(index)
+        combos.append({p.path: p.values[index[p.path]] for p in parameters})  # file order
     sweep = Sweep(base=data, parameters=parameters, overrides=overrides, replicates=replicates,
-                  root_seed=root_seed, scheduler=spec.get("scheduler"), workers=workers, runs=runs)
+                  root_seed=int(root_seed), scheduler=scheduler, workers=workers)
     if check_runs:
-        check_all_runs(sweep)
+        combos = [check_combination(sweep, params) for params in combos]
+        # record each parameter's values as validated (1.5e8 is a string to YAML 1.1)
+        validated = {p.path: list(p.values) for p in parameters}
+        for index, params in zip(indices, combos, strict=True):
+            for path, k in index.items():
+                validated[path][k] = params[path]
+        sweep.parameters = [Parameter(p.path, tuple(validated[p.path]), p.group) for p in parameters]
+    n = len(combos) * replicates
+    width = max(5, len(str(n - 1)))
+    seeds = run_seeds(root_seed, n)
+    sweep.runs = [Run(index=i, run_id=f"r{i:0{width}d}", params=combos[i // replicates],
+                      replicate=i % replicates, seed=seeds[i]) for i in range(n)]
     return sweep
 
 
-def check_all_runs(sweep: Sweep) -> None:
-    """Validate every run's experiment; name the swept key and run on failure."""
-    from engraft.config.load import check_memory
+def _scope(text: str, sweep: Sweep, params: dict) -> str:
+    """Name the sweep key behind a run's config error (a swept value or an override)."""
+    head = text.split(": ", 1)[0]
+    for path in params:
+        if head == path or head.startswith((f"{path}.", f"{path}[")):
+            return f"sweep.parameters.{text}"
+        if path.startswith((f"{head}.", f"{head}[")):  # e.g. an unknown key on the way to the path
+            return f"sweep.parameters.{path}: {text}"
+    for path in sweep.overrides:
+        if head == path or head.startswith((f"{path}.", f"{path}[")):
+            return f"sweep.overrides.{text}"
+        if str(path).startswith((f"{head}.", f"{head}[")):
+            return f"sweep.overrides.{path}: {text}"
+    where = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return f"sweep ({where}): {text}"
+
+
+def _get_path(data: Any, parts: list) -> Any:
+    for part in parts:
+        data = data[part]
+    return data
+
+
+def check_combination(sweep: Sweep, params: dict) -> dict:
+    """Validate the experiment of one parameter combination; return its values as validated.
+
+    Besides the schema this applies the checks a run makes before it starts
+    (memory estimate, infused cells per type). The returned values are read
+    back from the validated config, so ``1.5e8`` (a string to YAML 1.1) is
+    recorded as the number the run used.
+
+    Raises
+    ------
+    ConfigError
+        Naming the swept key (``sweep.parameters.<path>: ...``) or the override.
+    """
     from engraft.simulation import check_infusions
 
-    checked: set[str] = set()
-    for run in sweep.runs:
-        key = json.dumps(run.params, sort_keys=True, default=float)
-        if key in checked:  # replicates differ only in their seed
-            continue
-        checked.add(key)
+    data = copy.deepcopy(sweep.base)
+    for path, value in params.items():
+        set_path(data, split_key_path(path), copy.deepcopy(value))
+    try:
+        exp = validate(data)
+        check_memory(exp)
+        check_infusions(exp)
+    except ConfigError as err:
+        raise ConfigError(_scope(str(err), sweep, params)) from None
+    dumped = exp.model_dump(mode="json")
+    canonical = {}
+    for path, value in params.items():
         try:
-            exp = sweep.run_experiment(run)
-            check_memory(exp)
-            check_infusions(exp)
-        except ConfigError as err:
-            text = str(err)
-            for path in run.params:
-                if text.startswith(f"{path}:"):  # the swept value itself is wrong
-                    raise ConfigError(f"sweep.parameters.{text}") from None
-            where = ", ".join(f"{k}={v!r}" for k, v in run.params.items())
-            raise ConfigError(f"sweep run {run.run_id} ({where}): {text}") from None
+            canonical[path] = _get_path(dumped, split_key_path(path))
+        except (KeyError, IndexError, TypeError):  # pragma: no cover - a validated path is in the dump
+            canonical[path] = value
+    return canonical
 
 
-def load_sweep(path: str | Path, overrides: list[str] | tuple = ()) -> Sweep:
-    """Read a sweep file: an experiment with ``sweep:``, or ``experiment: FILE`` plus ``sweep:``."""
-    from engraft.config.load import parse_override
+def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Sweep:
+    """Read and validate a sweep file.
 
+    Parameters
+    ----------
+    path : an experiment file with a ``sweep:`` section (``base:`` files are
+        merged), or a file holding ``experiment: FILE`` (relative to it) and
+        ``sweep:``.
+    overrides : ``"key.path=value"`` strings (as ``--set``) applied to the
+        base experiment before the sweep.
+
+    Returns
+    -------
+    Sweep
+        Every run listed and validated.
+    """
     path = Path(path)
     raw = load_yaml(path)
     if "experiment" in raw:
-        extra = [k for k in raw if k not in ("experiment", "sweep")]
+        extra = [k for k in raw if k not in POINTER_KEYS]
         if extra:
-            raise _err(extra[0], "unknown key; a sweep file holds experiment and sweep")
-        experiment = (path.parent / str(raw["experiment"])).resolve()
+            raise _error(str(extra[0]), f"unknown key; a sweep file that names an experiment holds only "
+                                        f"{' and '.join(POINTER_KEYS)}")
+        if not isinstance(raw["experiment"], str):
+            raise _error("experiment", f"must be the path of an experiment file, got {raw['experiment']!r}")
+        experiment = (path.parent / raw["experiment"]).resolve()
         data = resolve_bases(load_yaml(experiment), experiment)
         data["sweep"] = raw.get("sweep")
     else:

@@ -1,0 +1,108 @@
+"""A sweep's aggregate table: one row per run, rebuilt from the run directories.
+
+``SWEEP_DIR/aggregate.parquet`` has, per run, ``run_id``, one column per
+swept key path (``infusions[0].dose_per_kg``, ...), ``replicate``, ``seed``,
+``status`` (``done``, ``failed`` or ``missing``), ``error`` (failed runs),
+``wall_seconds`` and every summary read-out of :func:`engraft.readouts.summarize`
+(``final_factor_iu_dl``, ``final_severity``, ``threshold_day``,
+``recovery_day``, ``final_hsc_chimerism``, ``final_clones_alive``,
+``final_joint_bleeds_per_year``, ...). Run ids, parameters and seeds come
+from ``sweep.json``; read-outs from each run's ``summary.json``, so the table
+can always be rebuilt (``engraft collect SWEEP_DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from pathlib import Path
+
+from engraft.config.load import ConfigError
+from engraft.results import is_run_dir
+from engraft.sweep.executors import STATUS_DONE, STATUS_FAILED, STATUS_MISSING, error_path
+
+AGGREGATE_FILE = "aggregate.parquet"
+SPEC_FILE = "sweep.json"
+
+
+class SweepDirError(ConfigError):
+    """A sweep directory is missing, unreadable or holds another sweep (one line, exit status 2)."""
+
+
+def read_spec(out: str | os.PathLike) -> dict:
+    """Read ``SWEEP_DIR/sweep.json``."""
+    path = Path(out) / SPEC_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SweepDirError(f"{out}: not a sweep directory (no {SPEC_FILE})") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise SweepDirError(f"{path}: cannot read ({err})") from None
+
+
+def run_row(out: Path, run: dict) -> dict:
+    """One row of the table: the run's id, values, replicate, seed, status and read-outs."""
+    row = {"run_id": run["run_id"], **run["params"], "replicate": run["replicate"], "seed": run["seed"]}
+    path = out / "runs" / run["run_id"]
+    if is_run_dir(path):
+        row["status"] = STATUS_DONE
+        provenance = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
+        row["wall_seconds"] = provenance.get("wall_seconds")
+        row.update(json.loads((path / "summary.json").read_text(encoding="utf-8")))
+    elif error_path(path).exists():
+        row["status"] = STATUS_FAILED
+        row["error"] = json.loads(error_path(path).read_text(encoding="utf-8")).get("error")
+    else:
+        row["status"] = STATUS_MISSING
+    return row
+
+
+def _column(values: list) -> list:
+    """Values Parquet can hold in one column: numbers (or bools, or strings) as they are, else JSON text."""
+    present = [v for v in values if v is not None]
+    kinds = {bool if isinstance(v, bool) else numbers.Number if isinstance(v, numbers.Number)
+             else str if isinstance(v, str) else object for v in present}
+    if len(kinds) <= 1 and object not in kinds:
+        return values
+    return [None if v is None else json.dumps(v, sort_keys=True) for v in values]
+
+
+def collect(out: str | os.PathLike) -> Path:
+    """(Re)build ``SWEEP_DIR/aggregate.parquet`` from ``sweep.json`` and the run directories.
+
+    Parameters
+    ----------
+    out : a sweep directory written by :func:`engraft.sweep.run_sweep`.
+
+    Returns
+    -------
+    Path
+        The table, written atomically (a reader never sees half of it).
+
+    Raises
+    ------
+    SweepDirError
+        ``out`` holds no readable ``sweep.json``.
+    """
+    import pandas as pd
+
+    out = Path(out)
+    spec = read_spec(out)
+    rows = [run_row(out, run) for run in spec["runs"]]
+    columns: dict[str, list] = {}
+    for i, row in enumerate(rows):
+        for key in row:
+            columns.setdefault(key, [None] * i)
+        for key, values in columns.items():
+            values.append(row.get(key))
+    table = pd.DataFrame({key: _column(values) for key, values in columns.items()})
+    target = out / AGGREGATE_FILE
+    tmp = out / f".{AGGREGATE_FILE}.tmp-{os.getpid()}"
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
