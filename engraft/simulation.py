@@ -157,6 +157,43 @@ class Timeline:
         return sorted(s for s in events if 0 <= s <= self.total_steps)
 
 
+def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
+                    progress: ProgressCallback | None = None) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Step an engine through the timeline after burn-in: events, records, snapshots.
+
+    Both engines (the kernel :class:`Simulation` and the Mesa reference model)
+    follow the same timeline through this one function, so an event or a
+    record can never fall on different steps in the two. ``engine`` provides
+    ``advance(n)``, ``condition()``, ``infuse(i)``, ``record() -> dict``,
+    ``snapshot() -> dict`` and ``day``; ``position()`` is its step number.
+    At each boundary the events come first, then the record and snapshot of
+    the state they leave.
+
+    Returns the records (one dict each) and the snapshots stacked per array,
+    with their ``day``.
+    """
+    total = timeline.burn_in_steps + timeline.total_steps
+    rows, snaps, snap_days = [], [], []
+    for boundary in timeline.boundaries():
+        while position() < boundary:
+            engine.advance(boundary - position())
+            if progress:
+                progress(timeline.burn_in_steps + position(), total)
+        if boundary == timeline.conditioning_step:
+            engine.condition()
+        for i, step in enumerate(timeline.infusion_steps):
+            if step == boundary:
+                engine.infuse(i)
+        if boundary in timeline.record_steps:
+            rows.append(engine.record())
+        if boundary in timeline.snapshot_steps:
+            snaps.append(engine.snapshot())
+            snap_days.append(engine.day)
+    snapshots = {key: np.stack([snap[key] for snap in snaps]) for key in snaps[0]}
+    snapshots["day"] = np.array(snap_days)
+    return rows, snapshots
+
+
 # ----------------------------------------------------------------------------------
 # kernel parameter arrays
 # ----------------------------------------------------------------------------------
@@ -465,28 +502,8 @@ class Simulation:
         self.burn_in()
         if progress:
             progress(tl.burn_in_steps, total)
-        rows, snaps, snap_days = [], [], []
-        for boundary in tl.boundaries() + [None]:
-            # events at this step, then the record/snapshot of the state they leave
-            while boundary is not None and self.step < boundary:
-                self.advance(boundary - self.step)
-                if progress:
-                    progress(tl.burn_in_steps + self.step, total)
-            if boundary is None:
-                break
-            if boundary == tl.conditioning_step:
-                self.condition()
-            for i, s in enumerate(tl.infusion_steps):
-                if s == boundary:
-                    self.infuse(i)
-            if boundary in tl.record_steps:
-                rows.append(self.record())
-            if boundary in tl.snapshot_steps:
-                snaps.append(self.snapshot())
-                snap_days.append(self.day)
+        rows, snapshots = follow_timeline(self, tl, lambda: self.step, progress)
         timeseries = pd.DataFrame(rows)
-        snapshots = {key: np.stack([s[key] for s in snaps]) for key in snaps[0]}
-        snapshots["day"] = np.array(snap_days)
         snapshots["niche"] = self.state.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)

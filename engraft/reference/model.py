@@ -65,6 +65,7 @@ from engraft.simulation import (
     Timeline,
     check_infusions,
     expected_infused_lattice_cells,
+    follow_timeline,
     sample_vcn,
     scales,
     stochastic_round,
@@ -487,28 +488,9 @@ class ReferenceModel(mesa.Model):
         self.burn_in(progress, total)
         if progress:
             progress(tl.burn_in_steps, total)
-        snaps, snap_days = [], []
-        for boundary in tl.boundaries() + [None]:
-            # events at this step, then the record/snapshot of the state they leave
-            while boundary is not None and self.step_index < boundary:
-                self.advance(boundary - self.step_index)
-                if progress:
-                    progress(tl.burn_in_steps + self.step_index, total)
-            if boundary is None:
-                break
-            if boundary == tl.conditioning_step:
-                self.condition()
-            for i, s in enumerate(tl.infusion_steps):
-                if s == boundary:
-                    self.infuse(i)
-            if boundary in tl.record_steps:
-                self.record()
-            if boundary in tl.snapshot_steps:
-                snaps.append(self.snapshot())
-                snap_days.append(self.day)
+        # records go to the DataCollector, which the time series is read from
+        _, snapshots = follow_timeline(self, tl, lambda: self.step_index, progress)
         timeseries = pd.DataFrame(self.datacollector.model_vars["readouts"])
-        snapshots = {key: np.stack([s[key] for s in snaps]) for key in snaps[0]}
-        snapshots["day"] = np.array(snap_days)
         snapshots["niche"] = self.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
