@@ -208,6 +208,8 @@ for threads in (1, 2):
 """
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads exist only in compiled code (and plain "
+                    "Python would take 20 minutes here)")
 @pytest.mark.parametrize("case", sorted(THREAD_CASES))
 def test_same_seed_same_tables_on_one_and_two_threads(case):
     if numba.config.NUMBA_NUM_THREADS >= 2:
