@@ -290,6 +290,13 @@ class TallyTables:
             volume_dl=exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0,
         )
 
+    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> np.ndarray:
+        """Mature compartments at the steady state of the mean exit flux over the
+        last EQUILIBRATION_WINDOW_DAYS of burn-in (both engines end burn-in with this)."""
+        n = burn_in_exits.shape[0]
+        window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / dt))))
+        return tally.steady_state(self.inflow(burn_in_exits[-window:], dt).mean(axis=0), self.tau)
+
     def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
         """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
         return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
@@ -420,10 +427,7 @@ class Simulation:
         the steady state of the mean exit flux over the last days of burn-in."""
         n = self.timeline.burn_in_steps
         if n > 0:
-            exits = self.advance(n)
-            window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / self.timeline.dt))))
-            mean_inflow = self.tally_tables.inflow(exits[-window:], self.timeline.dt).mean(axis=0)
-            self.mature[:] = tally.steady_state(mean_inflow, self.tally_tables.tau)
+            self.mature[:] = self.tally_tables.equilibrium(self.advance(n), self.timeline.dt)
         self.step = 0
         self.baseline_mature = self.mature.copy()
 

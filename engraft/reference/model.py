@@ -58,7 +58,6 @@ from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, niche_map, site_c
 from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
 from engraft.reference.agents import HSC, MarrowCell, Progenitor
 from engraft.simulation import (
-    EQUILIBRATION_WINDOW_DAYS,
     ProgressCallback,
     Result,
     TallyTables,
@@ -380,10 +379,7 @@ class ReferenceModel(mesa.Model):
                 done += k
                 if progress:
                     progress(done, total_steps)
-            exits = np.concatenate(chunks)
-            window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / self.dt))))
-            mean_inflow = self.tally_tables.inflow(exits[-window:], self.dt).mean(axis=0)
-            self.mature[:] = tally.steady_state(mean_inflow, self.tally_tables.tau)
+            self.mature[:] = self.tally_tables.equilibrium(np.concatenate(chunks), self.dt)
         self.step_index = 0
         self.baseline_mature = self.mature.copy()
 
