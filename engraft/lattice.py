@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from engraft.kernel.census import nearest_centre_distance
 from engraft.kernel.sequential import EMPTY, GRAFT, QUIESCENT, SILENCED
 
 __all__ = ["EMPTY", "GRAFT", "QUIESCENT", "SILENCED", "State", "neighbour_offsets", "niche_map"]
@@ -42,9 +43,9 @@ def neighbour_offsets(dims: int, neighbourhood: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def site_coordinates(size: int, dims: int) -> np.ndarray:
-    """Coordinates (N, dims) of every site, in site order."""
-    idx = np.arange(size**dims)
+def site_coordinates(size: int, dims: int, sites: np.ndarray | None = None) -> np.ndarray:
+    """Coordinates (len(sites), dims) of ``sites`` (default: every site, in site order)."""
+    idx = np.arange(size**dims) if sites is None else np.asarray(sites)
     coords = [idx % size, (idx // size) % size]
     if dims == 3:
         coords.append(idx // (size * size))
@@ -68,14 +69,10 @@ def niche_map(size: int, dims: int, fraction: float, placement: str,
         niche[rng.choice(n, size=k, replace=False)] = 1
         return niche
     n_centres = cluster_count or max(1, int(round(np.sqrt(k) / 2)))
-    coords = site_coordinates(size, dims)
-    centres = coords[rng.choice(n, size=n_centres, replace=False)]
-    best = np.full(n, np.inf)
-    for centre in centres:
-        delta = np.abs(coords - centre)
-        if periodic:
-            delta = np.minimum(delta, size - delta)
-        best = np.minimum(best, np.sqrt((delta.astype(np.float64) ** 2).sum(axis=1)))
+    picked = rng.choice(n, size=n_centres, replace=False)
+    centres = np.zeros((n_centres, 3), dtype=np.int64)
+    centres[:, :dims] = site_coordinates(size, dims, picked)
+    best = nearest_centre_distance(size, dims, centres, periodic)
     score = best + rng.random(n) * 0.5  # random tie-breaking within a shell
     niche[np.argpartition(score, k - 1)[:k]] = 1
     return niche

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engraft import tally
+from engraft.kernel.census import lattice_census
 from engraft.lattice import EMPTY, GRAFT
 
 ORIGINS = ("host", "graft")
@@ -67,11 +68,7 @@ def _safe_ratio(num: float, den: float) -> float:
 
 def clone_sizes(ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray) -> np.ndarray:
     """Lattice graft cells per clone id (index = clone id; index 0 unused)."""
-    graft = (ctype != EMPTY) & ((flags & GRAFT) != 0)
-    ids = clone[graft]
-    if ids.size == 0:
-        return np.zeros(1, dtype=np.int64)
-    return np.bincount(ids)
+    return lattice_census(ctype, flags, np.zeros_like(flags), clone, 1 + int(ctype.max(initial=0)), 0)[3]
 
 
 def diversity(sizes: np.ndarray) -> tuple[int, float, float]:
@@ -123,22 +120,20 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
     baseline_mature : the compartments before conditioning, for relative sizes.
     """
     row: dict = {"day": float(day)}
-    occupied = ctype != EMPTY
-    graft = (flags & GRAFT) != 0
     n_types = len(spec.type_names)
-    host_counts = np.bincount(ctype[occupied & ~graft], minlength=n_types)
-    graft_counts = np.bincount(ctype[occupied & graft], minlength=n_types)
+    counts, hsc_transduced, hsc_copies, clone_cells, hsc_clone_cells = lattice_census(
+        ctype, flags, vcn, clone, n_types, spec.hsc_index)
+    host_counts, graft_counts = counts
     for t, name in enumerate(spec.type_names):
         row[f"{name}_host"] = int(host_counts[t])
         row[f"{name}_graft"] = int(graft_counts[t])
     row["pool_cells"] = int(pool_size)
-    row["occupancy"] = float(occupied.mean())
+    row["occupancy"] = float(counts.sum() / ctype.shape[0])
 
-    hsc = ctype == spec.hsc_index
-    n_hsc = int(hsc.sum())
+    n_hsc = int(host_counts[spec.hsc_index] + graft_counts[spec.hsc_index])
     row["hsc_chimerism"] = _safe_ratio(graft_counts[spec.hsc_index], n_hsc)
-    row["hsc_transduced_fraction"] = _safe_ratio(np.count_nonzero(vcn[hsc]), n_hsc)
-    row["hsc_vcn"] = _safe_ratio(vcn[hsc].sum(dtype=np.int64), n_hsc)
+    row["hsc_transduced_fraction"] = _safe_ratio(hsc_transduced, n_hsc)
+    row["hsc_vcn"] = _safe_ratio(hsc_copies, n_hsc)
 
     for lin, name in enumerate(spec.lineage_names):
         m = mature[lin]
@@ -149,10 +144,9 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
         if baseline_mature is not None:
             row[f"{name}_relative"] = _safe_ratio(m[tally.CELLS], baseline_mature[lin, tally.CELLS])
 
-    sizes = clone_sizes(ctype, flags, clone)
-    alive, shannon, top = diversity(sizes)
+    alive, shannon, top = diversity(clone_cells)
     row["clones_alive"] = alive
-    row["hsc_clones_alive"] = int(np.unique(clone[hsc & graft]).size)
+    row["hsc_clones_alive"] = int(np.count_nonzero(hsc_clone_cells))
     row["shannon_diversity"] = shannon
     row["top_clone_share"] = top
     row.update(factor_level(spec, mature, conc_iu_dl))

@@ -242,3 +242,23 @@ def test_fitness_factor_scales_division_of_transduced_cells():
     gmp = sim.exp.type_names.index("GMP")
     p = 1 - math.exp(-2.0 * sim.exp.time.dt_days)
     assert binomial_ok(int(exits[gmp, X_CELLS]), len(every_other), p)
+
+
+@pytest.mark.parametrize("size,dims,periodic", [(64, 2, True), (65, 2, False), (20, 3, True), (17, 3, False)])
+def test_clustered_niches_are_the_sites_nearest_the_centres(size, dims, periodic):
+    """The compiled nearest-centre distance equals the NumPy brute force, site by site."""
+    from engraft.kernel.census import nearest_centre_distance
+    from engraft.lattice import site_coordinates
+
+    rng = np.random.default_rng(5)
+    coords = site_coordinates(size, dims)
+    centres = coords[rng.choice(size**dims, size=7, replace=False)]
+    expected = np.full(size**dims, np.inf)
+    for centre in centres:
+        delta = np.abs(coords - centre)
+        if periodic:
+            delta = np.minimum(delta, size - delta)
+        expected = np.minimum(expected, np.sqrt((delta.astype(np.float64) ** 2).sum(axis=1)))
+    padded = np.zeros((len(centres), 3), dtype=np.int64)
+    padded[:, :dims] = centres
+    assert np.array_equal(nearest_centre_distance(size, dims, padded, periodic), expected)

@@ -127,3 +127,35 @@ def test_cli_parallel_kernel_is_recorded(tiny_path, tmp_path):
 def test_cli_bad_thread_count_is_exit_2(tiny_path, capsys):
     assert main(["run", str(tiny_path), "--threads", "0", "-q"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_compiled_census_matches_numpy_expressions(tiny):
+    """record_row's compiled counts equal the NumPy expressions they stand for."""
+    from engraft.lattice import EMPTY, GRAFT
+    from engraft.readouts import ReadoutSpec, clone_sizes, record_row
+
+    spec = ReadoutSpec.from_experiment(tiny)
+    rng = np.random.default_rng(11)
+    n, n_types = 5000, len(spec.type_names)
+    ctype = rng.integers(-1, n_types, n).astype(np.int8)
+    flags = rng.integers(0, 8, n).astype(np.uint8)
+    vcn = (rng.integers(0, 4, n) * (rng.random(n) < 0.5)).astype(np.uint8)
+    clone = np.where(flags & GRAFT, rng.integers(1, 300, n), 0).astype(np.int32)
+    mature = np.ones((len(spec.lineage_names), 5))
+    row = record_row(spec, 0.0, ctype, flags, vcn, clone, 0, mature, 1.0)
+
+    occupied = ctype != EMPTY
+    graft = occupied & ((flags & GRAFT) != 0)
+    hsc = ctype == spec.hsc_index
+    for t, name in enumerate(spec.type_names):
+        assert row[f"{name}_host"] == np.count_nonzero(occupied & ~graft & (ctype == t))
+        assert row[f"{name}_graft"] == np.count_nonzero(graft & (ctype == t))
+    assert row["occupancy"] == occupied.mean()
+    assert row["hsc_transduced_fraction"] == np.count_nonzero(vcn[hsc]) / hsc.sum()
+    assert row["hsc_vcn"] == vcn[hsc].sum(dtype=np.int64) / hsc.sum()
+    assert row["hsc_clones_alive"] == np.unique(clone[hsc & graft]).size
+    sizes = np.bincount(clone[graft])
+    assert np.array_equal(clone_sizes(ctype, flags, clone), sizes)
+    assert row["clones_alive"] == np.count_nonzero(sizes)
+    p = sizes[sizes > 0] / sizes.sum()
+    assert row["shannon_diversity"] == float(-(p * np.log(p)).sum())
