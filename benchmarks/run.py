@@ -16,7 +16,7 @@ compile
     per kernel: seconds from interpreter start to the end of the first step
     (``import``, set-up and first step are reported separately as well).
 throughput
-    A dense steady-state-like marrow: the human biology of
+    Two lattice states. *dense*: the stress case, the human biology of
     ``configs/hemophilia_a_lentiviral.yaml`` (host only, random niches), every
     niche holding a quiescent HSC and every other site a progenitor (types in
     the proportions of the human steady state, divisions left at random).
@@ -24,6 +24,10 @@ throughput
     excluded. Two rates are reported: *site-updates* per second (sites x steps
     / seconds: what the targets use) and *cell-updates* per second (visits of
     occupied sites, counted exactly by replaying the same steps one by one).
+    *marrow*: the state users simulate, ``configs/hemophilia_a_lentiviral.yaml``
+    at the end of its 400-day burn-in (host steady state, clustered niches,
+    about 12 % of sites occupied at this scale), the same state for both
+    kernels.
 threads
     The parallel kernel on 1 and on 2 threads (``numba.set_num_threads``).
 memory
@@ -75,10 +79,13 @@ CONFIG = ROOT / "configs" / "hemophilia_a_lentiviral.yaml"
 #: progenitor mix of the dense lattice: the human steady state (1024^2, day 400 of burn-in)
 DENSE_MIX = {"MPP": 0.04, "GMP": 0.42, "MkP": 0.13, "EP": 0.32, "CLP": 0.09}
 
-#: the targets of issue 6 (reported against the measurements, never asserted)
+#: the performance targets (reported against the measurements, never asserted)
 TARGETS = {
     "parallel_site_updates_per_s_1024": 3e8,
     "sequential_site_updates_per_s_1024": 3e7,
+    # the same targets on the burned-in human marrow (about 12 % of sites occupied)
+    "parallel_site_updates_per_s_1024_marrow": 3e8,
+    "sequential_site_updates_per_s_1024_marrow": 3e7,
     "kernel_over_mesa": 1000.0,
     "human_5y_follow_up_s": 60.0,
     "state_bytes_per_site": 16.0,
@@ -95,8 +102,9 @@ class Tier:
     thread_sizes: tuple[tuple[int, int], ...]  # (dims, size)
     repeats: int
     site_updates_per_repeat: float  # work per timed repeat (sets the steps)
+    marrow_sizes: tuple[int, ...]  # burned-in human marrow (2D)
     mesa_sizes: tuple[int, ...]  # dense marrow, stepping only
-    mesa_steps: int
+    mesa_steps: tuple[int, ...]  # per Mesa size
     mesa_run_overrides: tuple[str, ...]  # whole runs of configs/tiny.yaml
     mesa_repeats: int
     human_years: float
@@ -105,12 +113,13 @@ class Tier:
 
 TIERS = {
     "quick": Tier(sizes_2d=(64, 256, 1024), sizes_3d=(32,), thread_sizes=((2, 1024),), repeats=3,
-                  site_updates_per_repeat=4e6, mesa_sizes=(32,), mesa_steps=10,
+                  site_updates_per_repeat=4e6, marrow_sizes=(256,), mesa_sizes=(32,), mesa_steps=(10,),
                   mesa_run_overrides=("time.burn_in_days=20", "time.duration_days=20"), mesa_repeats=1,
                   human_years=0.0, memory_size=256),
     "default": Tier(sizes_2d=(64, 128, 256, 512, 1024, 2048), sizes_3d=(32, 64, 128),
                     thread_sizes=((2, 256), (2, 1024), (2, 2048), (3, 64), (3, 128)), repeats=5,
-                    site_updates_per_repeat=2e7, mesa_sizes=(32, 64), mesa_steps=40, mesa_run_overrides=(),
+                    site_updates_per_repeat=2e7, marrow_sizes=(256, 1024), mesa_sizes=(32, 64, 256),
+                    mesa_steps=(40, 40, 10), mesa_run_overrides=(),
                     mesa_repeats=2, human_years=5.0, memory_size=1024),
 }
 
@@ -262,6 +271,19 @@ def dense_simulation(size: int, dims: int, kernel: str, seed: int = 0):
     return sim
 
 
+def marrow_simulations(size: int, seed: int = 0) -> dict:
+    """The human marrow at the end of burn-in, one Simulation per kernel, same state."""
+    from engraft import load_config
+    from engraft.simulation import Simulation
+
+    exp = load_config(CONFIG, [f"lattice.size={size}"])
+    sims = {"parallel": Simulation(exp, seed=seed, kernel="parallel")}
+    sims["parallel"].burn_in()
+    sims["sequential"] = Simulation(exp, seed=seed, kernel="sequential")
+    restore(sims["sequential"], capture(sims["parallel"]))
+    return sims
+
+
 def capture(sim) -> dict:
     p = sim.pool
     return {"state": sim.state.copy(), "counters": sim.counters.copy(), "kstate": sim.kstate.copy(),
@@ -331,10 +353,21 @@ def bench_throughput(tier: Tier) -> list[dict]:
                     steps = max(3, steps // 4)  # about 10x slower: keep the repeat short
                 log(f"throughput: {kernel} {dims}D {size}^{dims}, {steps} steps x {tier.repeats}")
                 r = timed_stepping(sim, steps, tier.repeats)
-                rows.append({"kernel": kernel, "dims": dims, "size": size,
+                rows.append({"kernel": kernel, "state": "dense", "dims": dims, "size": size,
                              "threads": numba.get_num_threads(), **r})
                 del sim
                 gc.collect()
+    for size in tier.marrow_sizes:
+        log(f"throughput: human marrow {size}^2, burn-in")
+        sims = marrow_simulations(size)
+        for kernel, sim in sims.items():
+            steps = steps_for(sim.state.n_sites, tier)
+            log(f"throughput: {kernel} human marrow {size}^2, {steps} steps x {tier.repeats}")
+            r = timed_stepping(sim, steps, tier.repeats)
+            rows.append({"kernel": kernel, "state": "marrow", "dims": 2, "size": size,
+                         "threads": numba.get_num_threads(), **r})
+        del sims
+        gc.collect()
     return rows
 
 
@@ -430,8 +463,7 @@ def bench_mesa(tier: Tier) -> dict:
 
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     stepping = []
-    for size in tier.mesa_sizes:
-        steps = tier.mesa_steps
+    for size, steps in zip(tier.mesa_sizes, tier.mesa_steps, strict=True):
         times = []
         for r in range(tier.mesa_repeats):
             model = dense_reference_model(size, seed=r)
@@ -551,12 +583,13 @@ def report(results: dict) -> str:
                 lines.append(f"  {kernel:>10} {which:>6}: import {d['import_s']:6.2f}  set-up {d['setup_s']:5.2f}  "
                              f"first step {d['first_step_s']:6.2f}  process {d['process_wall_s']:6.2f}")
     if "throughput" in results:
-        lines.append("\nthroughput on a dense marrow (median of repeats; site-updates = sites x steps / s)")
-        lines.append(f"  {'kernel':>10} {'lattice':>9} {'threads':>7} {'steps':>5} {'s/step':>9} {'IQR':>8} "
+        lines.append("\nthroughput (median of repeats; site-updates = sites x steps / s; dense: every site "
+                     "occupied; marrow: the burned-in human marrow)")
+        lines.append(f"  {'kernel':>10} {'state':>6} {'lattice':>9} {'threads':>7} {'steps':>5} {'s/step':>9} {'IQR':>8} "
                      f"{'site-upd/s':>11} {'cell-upd/s':>11} {'occupancy':>13}")
         for r in results["throughput"]:
             lat = f"{r['size']}^{r['dims']}"
-            lines.append(f"  {r['kernel']:>10} {lat:>9} {r['threads']:>7} {r['steps']:>5} "
+            lines.append(f"  {r['kernel']:>10} {r.get('state', 'dense'):>6} {lat:>9} {r['threads']:>7} {r['steps']:>5} "
                          f"{r['seconds']['median'] / r['steps']:9.2e} {r['seconds']['iqr'] / r['steps']:8.1e} "
                          f"{r['site_updates_per_s']:11.3g} {r['cell_updates_per_s']:11.3g} "
                          f"{r['occupancy_start']:5.2f}->{r['occupancy_end']:4.2f}")
@@ -595,13 +628,14 @@ def report(results: dict) -> str:
     lines.append("\ntargets (reported, not asserted)")
     for name, row in results.get("targets", {}).items():
         ok = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
-        lines.append(f"  {name:>38}: target {row['target']:<10.3g} measured {_fmt(row['measured']):<10} {ok}")
+        lines.append(f"  {name:>42}: target {row['target']:<10.3g} measured {_fmt(row['measured']):<10} {ok}")
     return "\n".join(lines)
 
 
 def compare_targets(results: dict) -> dict:
-    def pick(kernel):
-        rows = [r for r in results.get("throughput", []) if (r["kernel"], r["dims"], r["size"]) == (kernel, 2, 1024)]
+    def pick(kernel, state="dense"):
+        rows = [r for r in results.get("throughput", [])
+                if (r["kernel"], r.get("state", "dense"), r["dims"], r["size"]) == (kernel, state, 2, 1024)]
         return rows[0]["site_updates_per_s"] if rows else None
 
     mesa = [max(r["ratio_sequential"], r["ratio_parallel"]) for r in results.get("mesa", {}).get("stepping", [])]
@@ -612,6 +646,8 @@ def compare_targets(results: dict) -> dict:
     measured = {
         "parallel_site_updates_per_s_1024": pick("parallel"),
         "sequential_site_updates_per_s_1024": pick("sequential"),
+        "parallel_site_updates_per_s_1024_marrow": pick("parallel", "marrow"),
+        "sequential_site_updates_per_s_1024_marrow": pick("sequential", "marrow"),
         "kernel_over_mesa": max(mesa) if mesa else None,
         "human_5y_follow_up_s": human[0]["follow_up_s"] if human and human[0]["follow_up_days"] >= 1825 else None,
         "state_bytes_per_site": memory[0]["state_bytes_per_site"] if memory else None,

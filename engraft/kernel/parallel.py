@@ -93,6 +93,8 @@ __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counte
 
 #: chunks per colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
+#: marks cycle through 1 .. MARK_PERIOD and are all cleared when the cycle restarts
+MARK_PERIOD = 255
 #: colours with fewer sites than this are swept on the calling thread (same result)
 PARALLEL_MIN_SITES = 1024
 
@@ -183,7 +185,7 @@ def colour_of_sites(size: int, dims: int, periodic: bool) -> np.ndarray:
 class Workspace(NamedTuple):
     """Scratch arrays of the parallel kernel (passed after the run's own arrays)."""
 
-    mark: np.ndarray  # uint8[n_sites]: 1 + (step & 1) on a daughter born in that step
+    mark: np.ndarray  # uint8[n_sites]: 1 + step % MARK_PERIOD on a daughter born in that step
     axis_first: np.ndarray
     axis_count: np.ndarray
     colour_order: np.ndarray
@@ -199,6 +201,7 @@ class Workspace(NamedTuple):
     bases: np.ndarray  # step_base of each visit draw, for the current step
     scratch_nb: np.ndarray  # (N_CHUNKS, neighbours): free neighbours of a dividing cell
     scratch_line: np.ndarray  # (N_CHUNKS, longest line): the sites of a line that passed the screen
+    scratch_bits: np.ndarray  # (N_CHUNKS, longest line): their event draws (53 random bits)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
@@ -233,6 +236,7 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
         bases=np.zeros(N_VISIT_DRAWS, dtype=np.uint64),
         scratch_nb=np.zeros((N_CHUNKS, 3**dims - 1), dtype=np.int64),
         scratch_line=np.zeros((N_CHUNKS, int(count.max())), dtype=np.int64),
+        scratch_bits=np.zeros((N_CHUNKS, int(count.max())), dtype=np.uint64),
     )
 
 
@@ -260,25 +264,27 @@ def draw_event(cum, t, h, g, u):
 
 
 @njit(**JIT)
-def screen_line(start, line_len, base, ctype, flags, vcn, mark, thresholds, n_g, passed):
+def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits):
     """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
 
-    Site ``start + 3 q`` passes if it is marked, or if its event draw
-    ``u = site_uniform(base, site)`` is below its screening probability:
-    ``u < p`` is tested exactly as ``(bits >> 11) < ceil(p 2**53)``
-    (``thresholds``, indexed by ``(cell type + 1) * n_g + transgene state``).
-    Branch-free, with unsigned indices (no negative-index fix-ups).
+    Site ``start + 3 q`` passes if its event draw ``u = site_uniform(base,
+    site)`` is below its cell type's screening probability: the largest
+    ``p_any`` over the states the type can have here (on a niche, for an
+    HSC). Pass 2 tests the exact one with the same ``u``, so screening never
+    changes a result. An HSC off a niche always passes (it loses affinity
+    every step). ``u < p`` is tested exactly as ``(bits >> 11) < ceil(p
+    2**53)`` (``thresholds``, indexed by cell type + 1: 0 for empty sites);
+    the bits of the sites that pass go to ``passed_bits``. Branch-free, with
+    unsigned indices (no negative-index fix-ups).
     """
     n = 0
     for q in range(line_len):
         i = uint64(start + 3 * q)
-        f = flags[i]
-        v = vcn[i]
-        g = (v != 0) * (1 + ((f & SILENCED) != 0))
-        threshold = thresholds[uint64((ctype[i] + 1) * n_g + g)]
+        t = ctype[i]
         bits = splitmix64(base ^ i) >> uint64(11)
         passed[uint64(n)] = q
-        n += (bits < threshold) | (mark[i] != 0)
+        passed_bits[uint64(n)] = bits
+        n += (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (niche[i] == 0))
     return n
 
 
@@ -289,7 +295,7 @@ def sweep_chunk(
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
     p_any, thresholds, cum, expr_weight, axis_first, axis_count,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
-    scratch_nb, scratch_line,
+    scratch_nb, scratch_line, scratch_bits,
 ):
     """Visit the sites of lines ``lo .. hi-1`` of one colour (chunk ``k``).
 
@@ -299,11 +305,11 @@ def sweep_chunk(
     rows only.
 
     Each line takes two passes. The first, without branches, screens out
-    the sites with nothing to do: empty and unmarked, or a progenitor whose
-    event draw says no event (:func:`screen_line`; the thresholds come from
-    the no-HSC-state column of ``p_any``; HSCs and marked sites always pass). The second runs the rules
-    on the sites that passed. Both see the same values: a visit changes only
-    its site and its neighbours, never another site of the colour.
+    the sites with nothing to do: empty, or a progenitor whose event draw
+    says no event (:func:`screen_line`); HSCs always pass. The second runs
+    the rules on the sites that passed, skipping daughters born in this step
+    (``mark``). Both see the same values: a visit changes only its site and
+    its neighbours, never another site of the colour.
 
     The neighbour scan is written out here, once for both kinds of division,
     rather than called: a call with this many array arguments costs more
@@ -325,8 +331,8 @@ def sweep_chunk(
     n_push = 0
     n_y = axis_count[y_class]
     b_event = bases[D_EVENT]
-    n_g = p_any.shape[2]
     passed = scratch_line[k]
+    passed_bits = scratch_bits[k]
     for line in range(lo, hi):
         if dims == 3:
             y = axis_first[y_class] + 3 * (line % n_y)
@@ -353,19 +359,14 @@ def sweep_chunk(
                 for xx in range(0, size, 64):
                     prefetch(ctype, nrow + xx)
                     prefetch(niche, nrow + xx)
-        n_passed = screen_line(row + x_first, line_len, b_event, ctype, flags, vcn, mark, thresholds,
-                               n_g, passed)
+        n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
+                               passed_bits)
         for qq in range(n_passed):  # pass 2: the rules
             x = x_first + 3 * passed[qq]
             i = row + x
-            mk = mark[i]
-            if mk != 0:
-                mark[i] = 0
-                if mk == cur_mark:
-                    continue  # born in this step: acts from the next one
+            if mark[i] == cur_mark:
+                continue  # born in this step: acts from the next one
             t = ctype[i]
-            if t == EMPTY:
-                continue
             f = flags[i]
             v = vcn[i]
             g = transgene_state(v, f)
@@ -384,7 +385,7 @@ def sweep_chunk(
                         divs[i] = tint[hsc_diff_type, T_MAX_DIV]
                         affinity[i] = 0.0
                         continue
-            u = site_uniform(b_event, i)
+            u = float(passed_bits[qq]) * _U53  # site_uniform(b_event, i)
             p = p_any[t, h, g]
             if u >= p:
                 continue
@@ -426,12 +427,26 @@ def sweep_chunk(
             target = -1
             if not placement_pool:
                 for_hsc = hsc and td == hsc_type
-                interior = inner_yz and 0 < x < last
-                n_free = 0
-                for nb in range(n_neighbours):
-                    if interior:
-                        j = i + deltas[nb]
-                    else:
+                if inner_yz and 0 < x < last:
+                    # off the edges: count first (no stores; on a crowded lattice most
+                    # divisions find no room), then walk to the chosen free neighbour
+                    n_free = 0
+                    for nb in range(n_neighbours):
+                        uj = uint64(i + deltas[nb])
+                        n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+                    if n_free == 0:
+                        continue  # no room: the division waits
+                    r = int(site_uniform(bases[D_TARGET], i) * n_free)
+                    for nb in range(n_neighbours):
+                        uj = uint64(i + deltas[nb])
+                        if (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0)):
+                            if r == 0:
+                                target = i + deltas[nb]
+                                break
+                            r -= 1
+                else:  # at an edge: wrap (periodic) or skip (closed) each neighbour
+                    n_free = 0
+                    for nb in range(n_neighbours):
                         nx = x + offsets[nb, 0]
                         ny = y + offsets[nb, 1]
                         nz = z + offsets[nb, 2]
@@ -452,12 +467,12 @@ def sweep_chunk(
                         elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
                             continue
                         j = nx + size * (ny + size * nz)
-                    scratch_nb[k, n_free] = j
-                    uj = uint64(j)  # not negative: no index fix-up
-                    n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                if n_free == 0:
-                    continue  # no room: the division waits
-                target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
+                        scratch_nb[k, n_free] = j
+                        uj = uint64(j)  # not negative: no index fix-up
+                        n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+                    if n_free == 0:
+                        continue  # no room: the division waits
+                    target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
             if hsc:
                 dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
                 df = f & ~QUIESCENT
@@ -502,7 +517,7 @@ def run_steps(
     pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
     mark, axis_first, axis_count, colour_order, chunk_exits, chunk_counts,
     push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
-    scratch_nb, scratch_line,
+    scratch_nb, scratch_line, scratch_bits,
 ):
     """Advance ``n_steps`` steps; return how many were done.
 
@@ -525,20 +540,17 @@ def run_steps(
     deltas = np.empty(offsets.shape[0], dtype=np.int64)
     for k in range(offsets.shape[0]):
         deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
-    # screening thresholds per (cell type + 1, transgene state), ceil(p 2**53): empty
-    # sites never pass, HSCs always (their state needs niche and flags; off-niche ones
-    # lose affinity every step)
+    # screening thresholds per cell type + 1: ceil(p 2**53) of the largest p_any over the
+    # type's states (HSC: resting or active on a niche; progenitor: its one state row);
+    # empty sites never pass
     n_types = tint.shape[0]
-    n_g = p_any.shape[2]
-    thresholds = np.empty((n_types + 1) * n_g, dtype=np.uint64)
-    for g in range(n_g):
-        thresholds[g] = 0
+    thresholds = np.zeros(n_types + 1, dtype=np.uint64)
     for t in range(n_types):
-        for g in range(n_g):
-            if tint[t, T_IS_HSC] != 0:
-                thresholds[(t + 1) * n_g + g] = uint64(1) << uint64(54)
-            else:
-                thresholds[(t + 1) * n_g + g] = uint64(np.ceil(p_any[t, 0, g] * 9007199254740992.0))
+        p_max = 0.0
+        for h in range(2 if tint[t, T_IS_HSC] != 0 else 1):
+            for g in range(p_any.shape[2]):
+                p_max = max(p_max, p_any[t, h, g])
+        thresholds[t + 1] = uint64(np.ceil(p_max * 9007199254740992.0))
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
@@ -553,7 +565,10 @@ def run_steps(
         for d in range(N_VISIT_DRAWS):
             bases[d] = step_base(key, gstep, d)
         seed_serial(serial, key, gstep)
-        cur_mark = np.uint8(1 + (gstep & 1))
+        cur_mark = np.uint8(1 + gstep % MARK_PERIOD)
+        if gstep % MARK_PERIOD == 0 and step > 0:  # no mark left can equal a later step's
+            for i in range(n_sites):
+                mark[i] = 0
         for c in range(n_colours):
             colour_order[c] = c
         shuffle_prefix(colour_order, n_colours, serial)
@@ -584,7 +599,7 @@ def run_steps(
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line,
+                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits,
                     )
             else:
                 for k in range(n_chunks):
@@ -595,7 +610,7 @@ def run_steps(
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line,
+                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits,
                     )
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
