@@ -143,6 +143,30 @@ def test_a_daughter_does_not_act_in_the_step_it_is_born():
     assert stats.binomtest(int((counts == 2).sum()), counts.size, p).pvalue > ALPHA
 
 
+def test_steps_in_one_call_equal_the_same_steps_in_many():
+    """Daughter marks cycle over MARK_PERIOD steps and are cleared when the cycle
+    restarts and at each call: 700 steps in one call (two full mark cycles) give
+    the same lattice as the same steps in calls of 1 to 9 steps."""
+    exp = load_config(CONFIGS / "tiny.yaml", ["time.burn_in_days=10"])
+    sims = [Simulation(exp, seed=5, kernel="parallel") for _ in range(2)]
+    for sim in sims:
+        sim.burn_in()
+        sim.condition()
+        sim.infuse(0)
+    n = 700
+    assert n > 2 * parallel.MARK_PERIOD
+    sims[0].advance(n)
+    done, k = 0, 0
+    while done < n:
+        k = k % 9 + 1
+        sims[1].advance(min(k, n - done))
+        done += min(k, n - done)
+    a, b = (sim.state for sim in sims)
+    for name in ("ctype", "flags", "vcn", "divs", "clone", "affinity"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.ctype != EMPTY).sum() > 0
+
+
 @pytest.mark.parametrize("placement", ["neighbour", "pool"])
 def test_merged_counters_match_a_recount(placement):
     exp = load_config(CONFIGS / "tiny.yaml", ["lattice.size=64", f"circulation.placement={placement}",
