@@ -46,6 +46,11 @@ EQUILIBRATION_WINDOW_DAYS = 100.0
 # ----------------------------------------------------------------------------------
 # scales and infusion sizes: config-level arithmetic shared by both engines
 # ----------------------------------------------------------------------------------
+def index_dtype(n: int) -> type:
+    """The dtype of arrays of site or pool indices below ``n``: int32 where it suffices."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 def niche_site_count(exp: Experiment) -> int:
     return int(round(exp.lattice.niche_fraction * exp.lattice.n_sites))
 
@@ -353,9 +358,12 @@ class Simulation:
                           lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
         self.state = State.empty(niche)
         self.niche_sites = np.flatnonzero(niche).astype(np.int64)
-        self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0, dtype=np.int64)
-        self.pool = Pool.with_capacity(2 * self.state.n_sites + 1024)
-        self.pool_order = np.empty(self.pool.capacity, dtype=np.int64)
+        self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0,
+                              dtype=index_dtype(self.state.n_sites))
+        # a step sends at most one cell per occupied site to the blood; the pool grows
+        # (advance, infuse) when it might not hold that
+        self.pool = Pool.with_capacity(self.state.n_sites + 1024)
+        self.pool_order = np.empty(self.pool.capacity, dtype=index_dtype(self.pool.capacity))
         self.counters = np.zeros(2, dtype=np.int64)
         self.workspace = (parallel.make_workspace(self.state.n_sites, lat.dims, lat.size,
                                                   lat.boundary == "periodic", len(exp.type_names))
@@ -415,7 +423,7 @@ class Simulation:
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)
-                self.pool_order = np.empty(p.capacity, dtype=np.int64)
+                self.pool_order = np.empty(p.capacity, dtype=index_dtype(p.capacity))
         tt = self.tally_tables
         tally.advance(self.mature, self.conc, tt.inflow(exits, self.timeline.dt), self.timeline.dt,
                       tt.tau, tt.secretion, tt.k, tt.volume_dl)
@@ -473,7 +481,7 @@ class Simulation:
         self.clone_vcn.append(vcn.copy())
         self.clone_infusion.append(np.full(n, index, dtype=np.int64))
         self.pool.add(ctype, np.full(n, GRAFT, dtype=np.uint8), vcn, divs, clone)
-        self.pool_order = np.empty(self.pool.capacity, dtype=np.int64)
+        self.pool_order = np.empty(self.pool.capacity, dtype=index_dtype(self.pool.capacity))
         return counts
 
     # -- read-outs ---------------------------------------------------------------------
