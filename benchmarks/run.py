@@ -435,7 +435,9 @@ def dense_reference_model(size: int, seed: int = 0):
     from engraft.reference import ReferenceModel
     from engraft.reference.agents import Progenitor
 
-    exp = dense_experiment(size, 2)
+    # a short duration: the Mesa engine refuses a planned run over its cost limits, and
+    # only stepping is timed here (the duration changes nothing else)
+    exp = dense_experiment(size, 2, ("time.duration_days=1",))
     model = ReferenceModel(exp, seed=seed)  # niches hold resting host HSCs
     rng = np.random.default_rng(seed)
     names = exp.type_names

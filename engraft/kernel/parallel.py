@@ -305,11 +305,12 @@ def sweep_chunk(
     rows only.
 
     Each line takes two passes. The first, without branches, screens out
-    the sites with nothing to do: empty, or a progenitor whose event draw
-    says no event (:func:`screen_line`); HSCs always pass. The second runs
-    the rules on the sites that passed, skipping daughters born in this step
-    (``mark``). Both see the same values: a visit changes only its site and
-    its neighbours, never another site of the colour.
+    the sites with nothing to do: empty, or a cell whose event draw says no
+    event in any state its type can have there (:func:`screen_line`; an HSC
+    off a niche always passes). The second runs the rules on the sites that
+    passed, skipping daughters born in this step (``mark``). Both see the
+    same values: a visit changes only its site and its neighbours, never
+    another site of the colour.
 
     The neighbour scan is written out here, once for both kinds of division,
     rather than called: a call with this many array arguments costs more
