@@ -118,8 +118,8 @@ TIERS = {
                   human_years=0.0, memory_size=256),
     "default": Tier(sizes_2d=(64, 128, 256, 512, 1024, 2048), sizes_3d=(32, 64, 128),
                     thread_sizes=((2, 256), (2, 1024), (2, 2048), (3, 64), (3, 128)), repeats=5,
-                    site_updates_per_repeat=2e7, marrow_sizes=(256, 1024), mesa_sizes=(32, 64, 256),
-                    mesa_steps=(40, 40, 10), mesa_run_overrides=(),
+                    site_updates_per_repeat=2e7, marrow_sizes=(256, 1024), mesa_sizes=(32, 64, 256, 512),
+                    mesa_steps=(40, 40, 10, 4), mesa_run_overrides=(),
                     mesa_repeats=2, human_years=5.0, memory_size=1024),
 }
 

@@ -202,8 +202,10 @@ def threshold_probability_figure(sweep: SweepTable, x: str | None = None, y: str
         for i, j in itertools.product(range(len(ys)), range(len(xs))):
             if runs[i, j]:
                 p = prob[i, j]
+                r, g, b, _ = image.cmap(image.norm(p))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # the cell's luminance
                 ax.text(j, i, f"{p:.2f}\n(n={runs[i, j]})", ha="center", va="center", fontsize=7,
-                        color="white" if p > 0.6 else "black")
+                        color="white" if dark else "black")
         ax.set_xticks(range(len(xs)), [_format_level(v) for v in xs])
         ax.set_xlabel(parameter_label(x))
         if y:
