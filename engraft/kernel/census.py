@@ -4,9 +4,11 @@ A recorded time point needs counts by cell type and origin, the HSCs'
 vector copies and the graft clone sizes. At 10^6 sites, NumPy builds a
 boolean mask and a temporary per question (about 11 ms per record, a third
 of a human-scale run with daily records); :func:`lattice_census` answers all
-of them in two passes over the arrays (about 2 ms). The results are integer
-counts, identical to the NumPy expressions they replace
-(``tests/test_run.py`` compares them).
+of them in two passes over the arrays (a whole record then takes about 3 ms).
+The results are integer counts, identical to the NumPy expressions they
+replace (``tests/test_run.py`` compares them). :func:`nearest_centre_distance`
+builds the clustered niche map (``tests/test_rules.py`` compares it with the
+NumPy form).
 """
 
 from __future__ import annotations
