@@ -58,7 +58,6 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from engraft.kernel.jit import JIT, PARALLEL_JIT
-from engraft.kernel.prefetch import prefetch
 from engraft.kernel.rng import splitmix64
 from engraft.kernel.sequential import (
     C_EMPTY,
@@ -343,23 +342,6 @@ def sweep_chunk(
             z = 0
         row = size * (y + size * z)
         inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
-        # the rows whose cells a division of this line may look at: start loading them
-        for dz in range(-1 if dims == 3 else 0, 2 if dims == 3 else 1):
-            zz = z + dz
-            if zz < 0:
-                zz += size
-            elif zz > last:
-                zz -= size
-            for dy in range(-1, 2):
-                yy = y + dy
-                if yy < 0:
-                    yy += size
-                elif yy > last:
-                    yy -= size
-                nrow = size * (yy + size * zz)
-                for xx in range(0, size, 64):
-                    prefetch(ctype, nrow + xx)
-                    prefetch(niche, nrow + xx)
         n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
                                passed_bits)
         for qq in range(n_passed):  # pass 2: the rules
