@@ -49,8 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (also used by the tests)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]])
+        if getattr(module, "RAW_ARGS", False):  # the command parses its own options
+            rest = argv[1:]
+            args = argparse.Namespace(command=argv[0], _module=module,
+                                      args=rest[1:] if rest[:1] == ["--"] else rest)
+            return _dispatch(args)
+    args = build_parser().parse_args(argv)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args._module.main(args) or 0)
     except (ConfigError, UsageError) as err:

@@ -159,3 +159,18 @@ def test_compiled_census_matches_numpy_expressions(tiny):
     assert row["clones_alive"] == np.count_nonzero(sizes)
     p = sizes[sizes > 0] / sizes.sum()
     assert row["shannon_diversity"] == float(-(p * np.log(p)).sum())
+
+
+def test_cli_bench_passes_its_options_to_the_benchmark_script(capsys):
+    """``engraft bench --help`` is benchmarks/run.py's help; a wrong option is a usage error."""
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: engraft bench" in out and "--quick" in out and "--human-sequential" in out
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--no-such-option"])
+    assert done.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -11,9 +11,14 @@ HELP = "benchmark the kernels (throughput, Mesa ratio, threads, memory, human sc
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
 
 
+#: the command line after ``bench`` goes to benchmarks/run.py as it is (its own options
+#: and ``--help``), so ``engraft bench --quick --out bench.json`` works
+RAW_ARGS = True
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("args", nargs="*", metavar="ARG",
-                        help="passed to benchmarks/run.py, e.g. -- --quick --out bench.json")
+                        help="options of benchmarks/run.py, e.g. --quick --out bench.json (see engraft bench --help)")
 
 
 def main(args) -> int:
