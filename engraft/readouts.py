@@ -68,7 +68,8 @@ def _safe_ratio(num: float, den: float) -> float:
 
 def clone_sizes(ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray) -> np.ndarray:
     """Lattice graft cells per clone id (index = clone id; index 0 unused)."""
-    return lattice_census(ctype, flags, np.zeros_like(flags), clone, 1 + int(ctype.max(initial=0)), 0)[3]
+    n_types = 1 + int(ctype.max(initial=0))  # only the clone sizes are used: any HSC index will do
+    return lattice_census(ctype, flags, np.zeros_like(flags), clone, n_types, 0)[3]
 
 
 def diversity(sizes: np.ndarray) -> tuple[int, float, float]:
