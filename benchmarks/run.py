@@ -2,7 +2,7 @@
 
 Run on its own (not part of the test suite)::
 
-    python benchmarks/run.py                 # the default tier (~10 minutes on 2 cores)
+    python benchmarks/run.py                 # the default tier (~15 minutes on 2 cores)
     python benchmarks/run.py --quick         # a ~1-minute smoke run
     python benchmarks/run.py --out benchmarks/results/NAME.json
 
@@ -687,7 +687,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
     parser.add_argument("--human-sequential", action="store_true",
-                        help="also run the human-scale case with the sequential kernel (~4 more minutes)")
+                        help="also run the human-scale case with the sequential kernel (~1 more minute)")
     return parser.parse_args(argv)
 
 
