@@ -2,7 +2,7 @@
 
 Run on its own (not part of the test suite)::
 
-    python benchmarks/run.py                 # the default tier (~15 minutes on 2 cores)
+    python benchmarks/run.py                 # the default tier (~5 minutes on 2 cores)
     python benchmarks/run.py --quick         # a ~1-minute smoke run
     python benchmarks/run.py --out benchmarks/results/NAME.json
 
