@@ -180,9 +180,17 @@ def _wait_for_http(url: str, process: subprocess.Popen, timeout_s: float) -> Non
 
 
 def _wait(condition, timeout_s: float, what: str):
+    """Poll ``condition`` until it returns something true. The page re-renders while
+    it is read: an element found a moment ago may be gone (stale); that try counts
+    as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.25)
@@ -218,23 +226,26 @@ def test_view_in_headless_chromium(tmp_path):
         def body() -> str:
             return chrome.find_element(By.TAG_NAME, "body").text
 
-        def loaded_images():
-            images = chrome.find_elements(By.TAG_NAME, "img")
-            return [im for im in images
-                    if chrome.execute_script("return arguments[0].naturalWidth", im) > 100]
+        def loaded_sources() -> list[str]:
+            # one script, so no element can go stale between finding and reading it
+            return chrome.execute_script(
+                "return Array.from(document.images).filter(im => im.naturalWidth > 100).map(im => im.src)")
+
+        def click_step() -> bool:
+            step = next(b for b in chrome.find_elements(By.TAG_NAME, "button") if b.text.strip() == "STEP")
+            step.click()
+            return True
 
         _wait(lambda: "day 0 of 120" in body(), 60, "the read-outs")
         text = body()
         for label in ("CD34+ dose", "transduction", "conditioning", "ORIGIN", "CLONE"):
             assert label in text, f"{label!r} not on the page"
         assert "mesa engine" in text
-        images = _wait(lambda: len(loaded_images()) >= 3 and loaded_images(), 30,
-                       "the lattice and two plots")
-        before = {im.get_attribute("src") for im in images}
-        step = next(b for b in chrome.find_elements(By.TAG_NAME, "button") if b.text.strip() == "STEP")
-        step.click()
+        before = set(_wait(lambda: (lambda s: s if len(s) >= 3 else None)(loaded_sources()), 30,
+                           "the lattice and two plots"))
+        _wait(click_step, 30, "the STEP button")
         _wait(lambda: "day 7 of 120" in body(), 60, "a step of 7 days")
-        after = _wait(lambda: {im.get_attribute("src") for im in loaded_images()} - before, 30,
+        after = _wait(lambda: (lambda d: d if len(d) >= 3 else None)(set(loaded_sources()) - before), 30,
                       "redrawn figures")
         assert len(after) >= 3  # lattice, factor level and chimerism all redrawn
         shot = tmp_path / "view.png"
