@@ -40,8 +40,8 @@ mesa
     throughput section from 32^2 to 512^2 (site-updates per second, ratio
     kernel / Mesa; Mesa's rate falls with lattice size and the kernels' rises,
     so the ratio is reported per size; the kernels step from the same state
-    for at least as many steps as in the throughput section, so that the
-    fixed cost of a call does not set their rate), and whole runs of
+    for at least as many steps as in the throughput section, so that a
+    call's fixed cost and timer noise do not weigh), and whole runs of
     ``configs/tiny.yaml`` (set-up, burn-in, transplant, records; ratio Mesa
     time / kernel time).
 human
@@ -482,7 +482,8 @@ def bench_mesa(tier: Tier) -> dict:
         row = {"size": size, "steps": steps, "sites": size * size, "mesa_seconds": summary(times),
                "mesa_site_updates_per_s": size * size * steps / summary(times)["median"]}
         # the kernels step from the same state for at least as long as in the throughput
-        # section, so that the fixed cost of a call (~1 ms) does not set their rate
+        # section: Mesa's 4 steps at 512^2 are ~5 ms of kernel work, where a call's fixed
+        # cost (~0.5 ms measured) and the machine's noise would weigh
         kernel_steps = max(steps, steps_for(size * size, tier))
         for kernel in ("sequential", "parallel"):
             log(f"mesa: stepping, {kernel}, dense {size}^2, {kernel_steps} steps")
