@@ -201,6 +201,7 @@ class Workspace(NamedTuple):
     scratch_nb: np.ndarray  # (N_CHUNKS, neighbours): free neighbours of a dividing cell
     scratch_line: np.ndarray  # (N_CHUNKS, longest line): the sites of a line that passed the screen
     scratch_bits: np.ndarray  # (N_CHUNKS, longest line): their event draws (53 random bits)
+    scratch_draws: np.ndarray  # (N_CHUNKS, longest line): the event draws of a whole line
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
@@ -236,6 +237,7 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
         scratch_nb=np.zeros((N_CHUNKS, 3**dims - 1), dtype=np.int64),
         scratch_line=np.zeros((N_CHUNKS, int(count.max())), dtype=np.int64),
         scratch_bits=np.zeros((N_CHUNKS, int(count.max())), dtype=np.uint64),
+        scratch_draws=np.zeros((N_CHUNKS, int(count.max())), dtype=np.uint64),
     )
 
 
@@ -263,7 +265,7 @@ def draw_event(cum, t, h, g, u):
 
 
 @njit(**JIT)
-def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits):
+def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, draws):
     """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
 
     Site ``start + 3 q`` passes if its event draw ``u = site_uniform(base,
@@ -273,14 +275,18 @@ def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passe
     changes a result. An HSC off a niche always passes (it loses affinity
     every step). ``u < p`` is tested exactly as ``(bits >> 11) < ceil(p
     2**53)`` (``thresholds``, indexed by cell type + 1: 0 for empty sites);
-    the bits of the sites that pass go to ``passed_bits``. Branch-free, with
-    unsigned indices (no negative-index fix-ups).
+    the bits of the sites that pass go to ``passed_bits``. The draws of the
+    whole line are made first, in a loop of their own (``draws``), which the
+    compiler vectorises; the screen itself is branch-free, with unsigned
+    indices (no negative-index fix-ups).
     """
+    for q in range(line_len):  # the draws alone: a loop the compiler vectorises
+        draws[q] = splitmix64(base ^ uint64(start + 3 * q)) >> uint64(11)
     n = 0
     for q in range(line_len):
         i = uint64(start + 3 * q)
         t = ctype[i]
-        bits = splitmix64(base ^ i) >> uint64(11)
+        bits = draws[q]
         passed[uint64(n)] = q
         passed_bits[uint64(n)] = bits
         n += (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (niche[i] == 0))
@@ -294,7 +300,7 @@ def sweep_chunk(
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
     p_any, thresholds, cum, expr_weight, axis_first, axis_count,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
-    scratch_nb, scratch_line, scratch_bits,
+    scratch_nb, scratch_line, scratch_bits, scratch_draws,
 ):
     """Visit the sites of lines ``lo .. hi-1`` of one colour (chunk ``k``).
 
@@ -333,6 +339,7 @@ def sweep_chunk(
     b_event = bases[D_EVENT]
     passed = scratch_line[k]
     passed_bits = scratch_bits[k]
+    draws = scratch_draws[k]
     for line in range(lo, hi):
         if dims == 3:
             y = axis_first[y_class] + 3 * (line % n_y)
@@ -343,7 +350,7 @@ def sweep_chunk(
         row = size * (y + size * z)
         inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
         n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
-                               passed_bits)
+                               passed_bits, draws)
         for qq in range(n_passed):  # pass 2: the rules
             x = x_first + 3 * passed[qq]
             i = row + x
@@ -500,7 +507,7 @@ def run_steps(
     pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
     mark, axis_first, axis_count, colour_order, chunk_exits, chunk_counts,
     push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
-    scratch_nb, scratch_line, scratch_bits,
+    scratch_nb, scratch_line, scratch_bits, scratch_draws,
 ):
     """Advance ``n_steps`` steps; return how many were done.
 
@@ -582,7 +589,7 @@ def run_steps(
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits,
+                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws,
                     )
             else:
                 for k in range(n_chunks):
@@ -593,7 +600,7 @@ def run_steps(
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits,
+                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws,
                     )
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
