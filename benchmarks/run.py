@@ -416,8 +416,8 @@ def bench_memory(tier: Tier) -> list[dict]:
         tracemalloc.stop()
         n = sim.state.n_sites
         p = sim.pool
-        kernel_arrays = sim.order.nbytes + sim.pool_order.nbytes + sim.counters.nbytes + sum(
-            getattr(p, k).nbytes for k in ("ctype", "flags", "vcn", "divs", "clone"))
+        kernel_arrays = sim.order.nbytes + sim.counters.nbytes + sum(
+            getattr(p, k).nbytes for k in ("ctype", "flags", "vcn", "divs", "clone", "order"))
         if sim.workspace is not None:
             kernel_arrays += sim.workspace.nbytes()
         rows.append({"kernel": kernel, "size": size, "sites": n,

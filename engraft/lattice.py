@@ -30,6 +30,11 @@ from engraft.kernel.sequential import EMPTY, GRAFT, QUIESCENT, SILENCED
 __all__ = ["EMPTY", "GRAFT", "QUIESCENT", "SILENCED", "State", "neighbour_offsets", "niche_map"]
 
 
+def index_dtype(n: int) -> type:
+    """The dtype of arrays of site or pool indices below ``n``: int32 where it suffices."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 def neighbour_offsets(dims: int, neighbourhood: str) -> np.ndarray:
     """Offsets (K, 3) of the neighbourhood; the unused z column is 0 in 2D."""
     out = []
@@ -124,6 +129,7 @@ class Pool:
     divs: np.ndarray
     clone: np.ndarray
     n: np.ndarray  # int64[1], shared with the kernel
+    order: np.ndarray  # the kernel's scratch: the order in which the blood phase takes the cells
 
     @classmethod
     def with_capacity(cls, capacity: int) -> Pool:
@@ -134,6 +140,7 @@ class Pool:
             divs=np.zeros(capacity, dtype=np.uint8),
             clone=np.zeros(capacity, dtype=np.int32),
             n=np.zeros(1, dtype=np.int64),
+            order=np.empty(capacity, dtype=index_dtype(capacity)),
         )
 
     @property
@@ -154,6 +161,7 @@ class Pool:
             arr = np.full(new, EMPTY, dtype=old.dtype) if name == "ctype" else np.zeros(new, old.dtype)
             arr[: self.size] = old[: self.size]
             setattr(self, name, arr)
+        self.order = np.empty(new, dtype=index_dtype(new))
 
     def add(self, ctype, flags, vcn, divs, clone) -> None:
         k = len(ctype)

@@ -34,7 +34,7 @@ from engraft.kernel.sequential import (
     T_TERMINAL,
     run_steps,
 )
-from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, neighbour_offsets, niche_map
+from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, index_dtype, neighbour_offsets, niche_map
 from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
 
 ProgressCallback = Callable[[int, int], None]
@@ -46,11 +46,6 @@ EQUILIBRATION_WINDOW_DAYS = 100.0
 # ----------------------------------------------------------------------------------
 # scales and infusion sizes: config-level arithmetic shared by both engines
 # ----------------------------------------------------------------------------------
-def index_dtype(n: int) -> type:
-    """The dtype of arrays of site or pool indices below ``n``: int32 where it suffices."""
-    return np.int32 if n < 2**31 else np.int64
-
-
 def niche_site_count(exp: Experiment) -> int:
     return int(round(exp.lattice.niche_fraction * exp.lattice.n_sites))
 
@@ -363,7 +358,6 @@ class Simulation:
         # a step sends at most one cell per occupied site to the blood; the pool grows
         # (advance, infuse) when it might not hold that
         self.pool = Pool.with_capacity(self.state.n_sites + 1024)
-        self.pool_order = np.empty(self.pool.capacity, dtype=index_dtype(self.pool.capacity))
         self.counters = np.zeros(2, dtype=np.int64)
         self.workspace = (parallel.make_workspace(self.state.n_sites, lat.dims, lat.size,
                                                   lat.boundary == "periodic", len(exp.type_names))
@@ -407,7 +401,7 @@ class Simulation:
                     self.counters,
                     t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
                     t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
-                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
+                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, p.order,
                     *self.workspace,
                 )
             else:
@@ -417,13 +411,12 @@ class Simulation:
                     self.order, self.counters,
                     t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
                     t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
-                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, self.pool_order,
+                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, p.order,
                     self.kstate,
                 )
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)
-                self.pool_order = np.empty(p.capacity, dtype=index_dtype(p.capacity))
         tt = self.tally_tables
         tally.advance(self.mature, self.conc, tt.inflow(exits, self.timeline.dt), self.timeline.dt,
                       tt.tau, tt.secretion, tt.k, tt.volume_dl)
@@ -481,7 +474,6 @@ class Simulation:
         self.clone_vcn.append(vcn.copy())
         self.clone_infusion.append(np.full(n, index, dtype=np.int64))
         self.pool.add(ctype, np.full(n, GRAFT, dtype=np.uint8), vcn, divs, clone)
-        self.pool_order = np.empty(self.pool.capacity, dtype=index_dtype(self.pool.capacity))
         return counts
 
     # -- read-outs ---------------------------------------------------------------------
