@@ -13,14 +13,15 @@ can always be rebuilt (``engraft collect SWEEP_DIR``).
 
 from __future__ import annotations
 
+import io
 import json
 import numbers
 import os
 from pathlib import Path
 
 from engraft.config.load import ConfigError
-from engraft.results import is_run_dir
-from engraft.sweep.executors import STATUS_DONE, STATUS_FAILED, STATUS_MISSING, error_path
+from engraft.results import atomic_write_bytes
+from engraft.sweep.executors import STATUS_DONE, STATUS_FAILED, error_path, run_status
 
 AGGREGATE_FILE = "aggregate.parquet"
 SPEC_FILE = "sweep.json"
@@ -45,16 +46,13 @@ def run_row(out: Path, run: dict) -> dict:
     """One row of the table: the run's id, values, replicate, seed, status and read-outs."""
     row = {"run_id": run["run_id"], **run["params"], "replicate": run["replicate"], "seed": run["seed"]}
     path = out / "runs" / run["run_id"]
-    if is_run_dir(path):
-        row["status"] = STATUS_DONE
+    row["status"] = run_status(path)
+    if row["status"] == STATUS_DONE:
         provenance = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
         row["wall_seconds"] = provenance.get("wall_seconds")
         row.update(json.loads((path / "summary.json").read_text(encoding="utf-8")))
-    elif error_path(path).exists():
-        row["status"] = STATUS_FAILED
+    elif row["status"] == STATUS_FAILED:
         row["error"] = json.loads(error_path(path).read_text(encoding="utf-8")).get("error")
-    else:
-        row["status"] = STATUS_MISSING
     return row
 
 
@@ -97,12 +95,8 @@ def collect(out: str | os.PathLike) -> Path:
         for key, values in columns.items():
             values.append(row.get(key))
     table = pd.DataFrame({key: _column(values) for key, values in columns.items()})
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
     target = out / AGGREGATE_FILE
-    tmp = out / f".{AGGREGATE_FILE}.tmp-{os.getpid()}"
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, buffer.getvalue())
     return target

@@ -79,6 +79,15 @@ def error_path(run_dir: str | os.PathLike) -> Path:
     return Path(f"{run_dir}.error.json")
 
 
+def run_status(run_dir: str | os.PathLike) -> str:
+    """``done`` (a complete run directory), ``failed`` (an error record) or ``missing``."""
+    if is_run_dir(run_dir):
+        return STATUS_DONE
+    if error_path(run_dir).exists():
+        return STATUS_FAILED
+    return STATUS_MISSING
+
+
 def record_failure(task: Task, message: str, details: str = "") -> RunOutcome:
     """Write ``<run_dir>.error.json`` (atomically) and return the failed outcome."""
     atomic_write_text(error_path(task.run_dir), to_json({

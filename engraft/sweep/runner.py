@@ -26,19 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engraft._version import __version__
-from engraft.results import atomic_write_text, is_run_dir, to_json
+from engraft.results import atomic_write_text, to_json
 from engraft.sweep.aggregate import SPEC_FILE, SweepDirError, collect
 from engraft.sweep.executors import (
     STATUS_DONE,
     STATUS_FAILED,
-    STATUS_MISSING,
     DaskExecutor,
     ProcessExecutor,
     RunOutcome,
     SerialExecutor,
     Task,
     available_cpus,
-    error_path,
+    run_status,
 )
 from engraft.sweep.spec import Run, Sweep, load_sweep
 
@@ -94,16 +93,6 @@ class SweepOutcome:
 def run_dir(out: Path, run: Run) -> Path:
     """``SWEEP_DIR/runs/<run_id>``."""
     return out / "runs" / run.run_id
-
-
-def status_of(out: Path, run: Run) -> str:
-    """``done`` (complete run directory), ``failed`` (an error record) or ``missing``."""
-    path = run_dir(out, run)
-    if is_run_dir(path):
-        return STATUS_DONE
-    if error_path(path).exists():
-        return STATUS_FAILED
-    return STATUS_MISSING
 
 
 def _first_difference(old, new, path: str = "") -> str | None:
@@ -282,7 +271,7 @@ def run_sweep(sweep: Sweep | str | os.PathLike, out: str | os.PathLike, *, worke
     out.mkdir(parents=True, exist_ok=True)
     with SweepLock(out):
         prepare(sweep, out)
-        todo = [r for r in sweep.runs if status_of(out, r) != STATUS_DONE]
+        todo = [r for r in sweep.runs if run_status(run_dir(out, r)) != STATUS_DONE]
         state = SweepProgress(total=len(sweep.runs), reused=len(sweep.runs) - len(todo))
         threads = worker_threads(executor, available_cpus())
         tasks = (Task(r.run_id, sweep.run_config(r), r.seed, str(run_dir(out, r)), figures, threads)
