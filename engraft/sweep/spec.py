@@ -109,11 +109,16 @@ class Sweep:
     workers: int | None
     runs: list[Run] = field(default_factory=list)
 
+    def config_with(self, params: dict) -> dict:
+        """The base experiment mapping with ``key path -> value`` parameter values set (a copy)."""
+        data = copy.deepcopy(self.base)
+        for path, value in params.items():
+            set_path(data, split_key_path(path), copy.deepcopy(value))
+        return data
+
     def run_config(self, run: Run) -> dict:
         """The experiment mapping of one run: the base, its parameter values and its seed."""
-        data = copy.deepcopy(self.base)
-        for path, value in run.params.items():
-            set_path(data, split_key_path(path), copy.deepcopy(value))
+        data = self.config_with(run.params)
         data["seed"] = run.seed
         return data
 
@@ -399,11 +404,8 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     """
     from engraft.simulation import check_infusions
 
-    data = copy.deepcopy(sweep.base)
-    for path, value in params.items():
-        set_path(data, split_key_path(path), copy.deepcopy(value))
     try:
-        exp = validate(data)
+        exp = validate(sweep.config_with(params))
         check_memory(exp)
         check_infusions(exp)
     except ConfigError as err:
