@@ -27,9 +27,9 @@ def add_arguments(parser) -> None:
 
 
 def progress_bar(enabled: bool):
-    """A tqdm bar (runs done, failed, remaining time) on a terminal, else (None, None)."""
+    """A tqdm bar (runs done, failed, remaining time) on a terminal: (update, close); else (None, no-op)."""
     if not enabled or not sys.stderr.isatty():
-        return None, None
+        return None, lambda: None
     from tqdm import tqdm
 
     bar = None
@@ -57,21 +57,18 @@ def main(args) -> int:
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     callback, close = progress_bar(not args.quiet)
     try:
-        outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
-                            dask_local=args.dask_local, figures=args.figures, progress=callback)
+        try:
+            outcome = run_sweep(sweep, out, workers=args.workers, scheduler=args.scheduler,
+                                dask_local=args.dask_local, figures=args.figures, progress=callback)
+        finally:
+            close()  # before any message, so the bar does not overwrite it
     except KeyboardInterrupt:
-        if close:
-            close()
         print(f"engraft sweep: interrupted; finished runs are kept in {out}: rerun the same command "
               "to run the rest", file=sys.stderr)
         return 130
     except WorkersLost as err:
-        if close:
-            close()
         print(f"engraft sweep: error: {err}", file=sys.stderr)
         return 1
-    if close:
-        close()
     print(f"{outcome.total} runs in {out} ({outcome.executor}): {outcome.ran} ran now, "
           f"{outcome.reused} reused; table {out / 'aggregate.parquet'}")
     if outcome.failed:
