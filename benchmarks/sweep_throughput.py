@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engraft.config.load import load_yaml, resolve_bases  # noqa: E402
-from engraft.results import environment  # noqa: E402
+from engraft.results import atomic_write_text, environment  # noqa: E402
 from engraft.sweep import parse_sweep, run_sweep  # noqa: E402
 
 EXPERIMENT = ROOT / "configs" / "hemophilia_a_lentiviral.yaml"
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(Path(args.out), json.dumps(record, indent=2) + "\n")
     one, two = summary["1"], summary["2"]
     print(f"sweep throughput ({n} runs, median of {args.repeats}): "
           f"1 worker {one['runs_per_minute_median']:.1f} "
