@@ -1,8 +1,9 @@
 """The parallel (sublattice) kernel: race-free, thread-count independent, same dynamics.
 
-- The colouring: sites of one colour never share a neighbour (every size,
-  boundary and dimension, including periodic sizes that are not multiples
-  of 3), and the kernel's colour classes cover every site once.
+- The colouring: sites of one colour never share a neighbour, nor do stripes
+  of one stripe colour (every size, boundary and dimension, including
+  periodic sizes that are not multiples of 3), and the stripes and colour
+  classes the kernel walks cover every site once.
 - The counter stream: the kernel's split form equals ``counter_uniform``.
 - Rules that the update order could break: a daughter does not act in the
   step it is born; the empty-site counters that the chunks merge match a
@@ -71,20 +72,46 @@ def test_sites_of_one_colour_share_no_neighbour(dims, sizes, periodic):
             assert np.unique(colour).size == 3**dims  # the plain 9 / 27 colours
 
 
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize(("dims", "sizes"), [(2, [*range(3, 40), 64, 100, 1024, 2048]),
+                                             (3, [*range(3, 20), 33, 64, 128])])
+def test_stripes_of_one_colour_are_three_apart(dims, sizes, periodic):
+    """Stripes t and t + 2 are >= 3 lines apart (across the wrap, too): their
+    neighbourhoods are disjoint, so the stripes of one colour can run at once."""
+    for size in sizes:
+        bounds = parallel.stripes(size, dims)
+        m = bounds.size - 1
+        assert bounds[0] == 0 and bounds[-1] == size and (np.diff(bounds) >= 1).all()
+        if m == 1:
+            continue
+        assert m % 2 == 0 and (np.diff(bounds) >= 2).all(), (size, dims)
+        for t in range(m):
+            for u in range(t + 2, m, 2):  # same colour
+                near = bounds[u] - (bounds[t + 1] - 1)  # last line of t to first of u
+                far = bounds[t] + size - (bounds[u + 1] - 1)  # across the wrap
+                assert near >= 3 and (far >= 3 or not periodic), (size, dims, t, u)
+
+
 @pytest.mark.parametrize(("size", "dims", "periodic"), [(9, 2, True), (10, 2, True), (11, 2, True),
-                                                        (10, 2, False), (7, 3, True), (6, 3, False)])
-def test_colour_classes_cover_every_site_once(size, dims, periodic):
-    """The (first, count) axis classes the kernel walks give every site exactly one visit."""
+                                                        (10, 2, False), (100, 2, True), (7, 3, True),
+                                                        (6, 3, False), (34, 3, True)])
+def test_stripes_and_colour_classes_cover_every_site_once(size, dims, periodic):
+    """The lines the kernel walks (stripe by stripe, colour by colour) give every site exactly one visit."""
     first, count = parallel.axis_colouring(size, periodic)
     axis = [np.concatenate([f + 3 * np.arange(c) for f, c in zip(first, count, strict=True)])]
     assert sorted(axis[0]) == list(range(size))
+    ws = parallel.make_workspace(size**dims, dims, size, periodic, 3)
     visits = np.zeros(size**dims, dtype=int)
     n_axis = first.size
-    for colour in range(n_axis**dims):
-        classes = [(colour // n_axis**d) % n_axis for d in range(dims)]
-        grids = np.meshgrid(*[first[a] + 3 * np.arange(count[a]) for a in classes], indexing="ij")
-        site = sum(g.ravel() * size**d for d, g in enumerate(grids))
-        np.add.at(visits, site, 1)
+    for st in range(ws.stripe_slot0.size):
+        for colour in range(n_axis**dims):
+            classes = [(colour // n_axis**d) % n_axis for d in range(dims)]
+            ranges = [first[a] + 3 * np.arange(count[a]) for a in classes[:-1]]
+            slow = classes[-1]
+            ranges.append(ws.stripe_start[st, slow] + 3 * np.arange(ws.stripe_n[st, slow]))
+            grids = np.meshgrid(*ranges, indexing="ij")
+            site = sum(g.ravel() * size**d for d, g in enumerate(grids))
+            np.add.at(visits, site, 1)
     assert (visits == 1).all()
 
 
@@ -201,11 +228,11 @@ def test_egress_parks_cells_in_the_blood():
 # thread-count independence
 # ----------------------------------------------------------------------------------
 THREAD_CASES = {
-    # 96 % 3 == 0: the plain 9 colours, 1024 sites each (swept under prange)
+    # 96 % 3 == 0: the plain 9 colours; 8 stripes of 12 lines, 4 per stripe colour under prange
     "2d_plain": ["lattice.size=96"],
-    # 100 % 3 == 1: 16 colours, the thin ones swept serially; daughters through the blood
+    # 100 % 3 == 1: 16 colours, stripes of 12 and 13 lines; daughters through the blood
     "2d_fallback_pool": ["lattice.size=100", "circulation.placement=pool"],
-    # 3D, closed, von Neumann: 27 colours of 1331 sites
+    # 3D, closed, von Neumann: 27 colours, 8 slabs of 4 and 5 planes
     "3d_closed": ["lattice.dims=3", "lattice.size=33", "lattice.boundary=closed",
                   "lattice.neighbourhood=von_neumann"],
 }

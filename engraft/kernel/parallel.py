@@ -1,28 +1,35 @@
 """The parallel agent kernel: sublattice (graph-colouring) updates under ``prange``.
 
 Same rules as :mod:`engraft.kernel.sequential` (model page, section 4), a
-different update order. One step:
+different update order. A visit reads and writes only its site and its
+neighbours (distance 1: a division writes a daughter into a neighbour). One
+step:
 
-1. The sites are split into *colours* such that no two sites of one colour
-   are closer than 3 sites along every axis (Chebyshev distance >= 3, with
-   wrap-around on a periodic lattice). A visit reads and writes only its site
-   and its neighbours (distance 1: a division writes a daughter into a
-   neighbour), so the neighbourhoods of two sites of one colour are disjoint
-   and all sites of one colour can be updated at once, in any order, by any
-   number of threads, without a race. The colouring is the 3 x 3 (2D) /
-   3 x 3 x 3 (3D) block colouring, colour ``(x mod 3, y mod 3[, z mod 3])``:
-   9 / 27 colours. It serves Moore and von Neumann neighbourhoods alike.
-   *Periodic lattices whose size is not a multiple of 3* would put colour 0
-   next to colour 0 across the wrap; there each axis keeps ``coordinate mod
-   3`` on its first ``3 * (L // 3)`` coordinates and gives each of the last
-   ``L mod 3`` coordinates a colour of its own (4 or 5 colours per axis, 16 or
-   25 colours in 2D, 64 or 125 in 3D; the extra colours are thin slabs). A
-   closed boundary does not wrap and keeps 3 colours per axis at any size.
-2. The colours are visited in a fresh random order each step; within a
-   colour, its lines (rows along x) are split into ``min(N_CHUNKS, lines)``
-   chunks that ``prange`` spreads over threads; a colour of fewer than
-   :data:`PARALLEL_MIN_SITES` sites is one chunk, swept on the calling thread.
-   The chunks depend on the lattice only, never on the thread count.
+1. **Stripes.** The lattice is cut along its slowest axis (y in 2D, z in 3D)
+   into an even number of stripes (slabs in 3D), each at least 2 lines high
+   (:func:`stripes`). Stripes 0, 2, 4, ... are stripe colour 0, stripes 1, 3,
+   5, ... colour 1. Two stripes of one colour have a stripe of the other
+   between them, so their sites are at least 3 apart (across the wrap, too:
+   the number of stripes is even), their neighbourhoods are disjoint, and
+   all stripes of one colour can be swept at once, by any number of threads,
+   without a race. The two stripe colours are swept in a fresh random order
+   each step; the stripes of a colour are split into ``min(N_CHUNKS,
+   stripes)`` chunks that ``prange`` spreads over threads (one stripe, or a
+   lattice under :data:`PARALLEL_MIN_SITES` sites, is one chunk, swept on
+   the calling thread). The chunks depend on the lattice only, never on the
+   thread count. A stripe holds about :data:`STRIPE_SITES` sites, so it stays
+   in the core's cache while it is swept.
+2. **Site colours within a stripe.** One thread sweeps a stripe colour by
+   colour: the 3 x 3 (2D) / 3 x 3 x 3 (3D) block colouring, colour ``(x mod
+   3, y mod 3[, z mod 3])``, 9 / 27 colours, visited in a fresh random order
+   each step (the same order in every stripe). Two sites of one colour are
+   never neighbours, so a line of one colour's sites can be screened in one
+   pass and visited in a second (below). *Periodic lattices whose size is not
+   a multiple of 3* would put colour 0 next to colour 0 across the wrap;
+   there each axis keeps ``coordinate mod 3`` on its first ``3 * (L // 3)``
+   coordinates and gives each of the last ``L mod 3`` coordinates a colour
+   of its own (4 or 5 colours per axis: :func:`axis_colouring`). A closed
+   boundary does not wrap and keeps 3 colours per axis at any size.
    Every site occupied at the start of the step is visited once; a daughter
    born in the step is marked (``mark``) and not visited before the next one.
 3. Each visit draws its random numbers from the counter-based stream
@@ -33,21 +40,30 @@ different update order. One step:
    of exit tallies (``chunk_exits``) and empty-site counts (``chunk_counts``)
    and its own slice of pending blood entries (``push_*``: a cell that leaves
    into the blood, or a daughter placed through the pool, is parked there).
-   After each colour the pending entries join the pool serially, chunk by
-   chunk; after the sweep the chunk tallies are summed in chunk order.
+   After each stripe colour the pending entries join the pool serially,
+   chunk by chunk; after the sweep the chunk tallies are summed in chunk
+   order.
 5. The blood phase is :func:`engraft.kernel.sequential.blood_phase`, run
    serially with a xoshiro256** state seeded from the counter stream of the
-   step (which also shuffles the colour order).
+   step (which also shuffles the colour orders).
 
-Because chunks, draws and merge orders are fixed by the lattice, the seed and
-the step alone, results are bit-identical for any number of threads. They
-are *not* those of the sequential kernel (another update order, another
-stream); the two agree in distribution (``tests/test_parallel.py``).
+Because stripes, chunks, draws and merge orders are fixed by the lattice,
+the seed and the step alone, results are bit-identical for any number of
+threads. They are *not* those of the sequential kernel (another update
+order, another stream); the two agree in distribution
+(``tests/test_parallel.py``).
 
 The visit order is the one real difference from random sequential update:
-within a step, two neighbours are updated in the order of their colours, and
-that order is shared by all pairs with the same pair of colours. Each step
-draws a new colour order, so no neighbour is systematically first.
+within a step, two neighbours in one stripe are updated in the order of
+their site colours, and two neighbours in two stripes in the order of the
+stripe colours; each order is shared by all pairs with the same pair of
+colours. Each step draws new orders, so no neighbour is systematically
+first.
+
+Why stripes, rather than sweeping each site colour over the whole lattice:
+that reads the whole state once per colour (9 / 27 times a step) from
+memory, where a stripe is read once and swept from cache; and it starts two
+parallel loops a step instead of 9 / 27.
 """
 
 from __future__ import annotations
@@ -88,14 +104,19 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "make_workspace",
-           "run_steps", "site_uniform", "step_base"]
+           "run_steps", "site_uniform", "step_base", "stripe_classes", "stripes"]
 
-#: chunks per colour: fixed, so that results do not depend on the thread count
+#: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
 #: marks cycle through 1 .. MARK_PERIOD and are all cleared when the cycle restarts
 MARK_PERIOD = 255
-#: colours with fewer sites than this are swept on the calling thread (same result)
+#: lattices with fewer sites than this are swept on the calling thread (same result)
 PARALLEL_MIN_SITES = 1024
+#: sites per stripe aimed at (about 200 KB of state: it stays in a core's L2 cache
+#: while the 9 / 27 site colours are swept over it)
+STRIPE_SITES = 16384
+#: stripes a lattice is cut into at least, where each can still be 2 lines high
+MIN_STRIPES = 8
 
 # the ``draw`` argument of counter_uniform, one per purpose of a visit
 D_EVENT, D_TYPE, D_TYPE2, D_TARGET = 0, 1, 2, 3
@@ -181,13 +202,57 @@ def colour_of_sites(size: int, dims: int, periodic: bool) -> np.ndarray:
     return colour
 
 
+def stripes(size: int, dims: int) -> np.ndarray:
+    """Boundaries of the stripes (2D) / slabs (3D) along the slowest axis.
+
+    Stripe ``t`` holds the sites whose last coordinate (y in 2D, z in 3D) is in
+    ``bounds[t] .. bounds[t+1] - 1``. A stripe holds about
+    :data:`STRIPE_SITES` sites, so that it stays in a core's cache while its
+    colours are swept, and at least 2 lines of the slow axis, so that two
+    stripes with one stripe between them are at least 3 apart; there are at
+    least :data:`MIN_STRIPES` stripes where the lattice allows it, so that
+    mid-sized lattices still spread over threads. The stripes depend on the
+    lattice only. Their number is even (on a periodic lattice, stripe 0 and
+    the last one touch) unless there is a single stripe.
+    """
+    plane = size ** (dims - 1)
+    height = max(2, min(-(-STRIPE_SITES // plane), size // MIN_STRIPES))
+    m = max(1, size // height)
+    if m % 2 and m > 1:
+        m -= 1
+    return np.array([t * size // m for t in range(m + 1)], dtype=np.int64)
+
+
+def stripe_classes(bounds: np.ndarray, first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of each axis class inside each stripe: ``first[a] + 3 k`` in the stripe.
+
+    Returns ``start, n``, shape (stripes, classes): the class's coordinates
+    in stripe ``t`` are ``start[t, a] + 3 j`` for ``j < n[t, a]``.
+    """
+    m = bounds.size - 1
+    start = np.zeros((m, first.size), dtype=np.int64)
+    n = np.zeros((m, first.size), dtype=np.int64)
+    for t in range(m):
+        for a in range(first.size):
+            coords = first[a] + 3 * np.arange(count[a])
+            inside = coords[(coords >= bounds[t]) & (coords < bounds[t + 1])]
+            if inside.size:
+                start[t, a] = inside[0]
+                n[t, a] = inside.size
+    return start, n
+
+
 class Workspace(NamedTuple):
     """Scratch arrays of the parallel kernel (passed after the run's own arrays)."""
 
     mark: np.ndarray  # uint8[n_sites]: 1 + step % MARK_PERIOD on a daughter born in that step
     axis_first: np.ndarray
     axis_count: np.ndarray
-    colour_order: np.ndarray
+    stripe_start: np.ndarray  # (stripes, axis classes): see stripe_classes
+    stripe_n: np.ndarray
+    stripe_slot0: np.ndarray  # (stripes,): first pending slot of the stripe (within its stripe colour)
+    colour_order: np.ndarray  # site colours, shuffled each step
+    stripe_order: np.ndarray  # the 2 stripe colours, shuffled each step
     chunk_exits: np.ndarray  # (N_CHUNKS, n_types, N_EXIT_QUANTITIES)
     chunk_counts: np.ndarray  # (N_CHUNKS, 2): changes of the empty-site counters
     push_type: np.ndarray
@@ -218,12 +283,24 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
     """
     first, count = axis_colouring(size, periodic)
     n_colours = first.size**dims
-    push_capacity = int(count.max()) ** dims  # the most sites one colour has
+    bounds = stripes(size, dims)
+    start, n = stripe_classes(bounds, first, count)
+    plane = size ** (dims - 1)
+    stripe_sites = np.diff(bounds) * plane
+    slot0 = np.zeros(bounds.size - 1, dtype=np.int64)
+    for colour in (0, 1):  # stripes of one colour take consecutive slot ranges
+        members = np.arange(colour, bounds.size - 1, 2)
+        slot0[members] = np.concatenate([[0], np.cumsum(stripe_sites[members])[:-1]])
+    push_capacity = int(max(stripe_sites[0::2].sum(), stripe_sites[1::2].sum()))
     return Workspace(
         mark=np.zeros(n_sites, dtype=np.uint8),
         axis_first=first,
         axis_count=count,
+        stripe_start=start,
+        stripe_n=n,
+        stripe_slot0=slot0,
         colour_order=np.arange(n_colours, dtype=np.int64),
+        stripe_order=np.arange(2, dtype=np.int64),
         chunk_exits=np.zeros((N_CHUNKS, n_types, N_EXIT_QUANTITIES)),
         chunk_counts=np.zeros((N_CHUNKS, 2), dtype=np.int64),
         push_type=np.full(push_capacity, EMPTY, dtype=np.int8),
@@ -242,7 +319,7 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
 
 
 # ----------------------------------------------------------------------------------
-# one chunk of one colour
+# one chunk of stripes
 # ----------------------------------------------------------------------------------
 @njit(**JIT)
 def park(slot, t, f, v, d, c, push_type, push_flags, push_vcn, push_divs, push_clone):
@@ -295,19 +372,21 @@ def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passe
 
 @njit(**JIT)
 def sweep_chunk(
-    k, lo, hi, line_len, x_first, y_class, z_class, cur_mark, bases,
+    k, t_lo, t_hi, stripe_colour, cur_mark, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, thresholds, cum, expr_weight, axis_first, axis_count,
+    p_any, thresholds, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line, scratch_bits, scratch_draws,
 ):
-    """Visit the sites of lines ``lo .. hi-1`` of one colour (chunk ``k``).
+    """Visit the sites of stripes ``t_lo .. t_hi-1`` of one stripe colour (chunk ``k``).
 
-    A line is a row of the colour's sites along x: ``line_len`` sites
-    ``x_first + 3 q``. Writes go to the sites of the lines and their
-    neighbours, and to chunk ``k``'s own tallies, pending slots and scratch
-    rows only.
+    The ``j``-th stripe of colour ``stripe_colour`` is stripe ``stripe_colour
+    + 2 j``. Each stripe is swept colour by colour, in the step's colour order
+    (``colour_order``), and each colour line by line: a line is a row of the
+    colour's sites along x, ``axis_count[a]`` sites ``axis_first[a] + 3 q``.
+    Writes go to the sites of the stripes and their neighbours, and to chunk
+    ``k``'s own tallies, pending slots and scratch rows only.
 
     Each line takes two passes. The first, without branches, screens out
     the sites with nothing to do: empty, or a cell whose event draw says no
@@ -322,7 +401,7 @@ def sweep_chunk(
     than the scan.
     """
     push_n[k] = 0
-    if lo >= hi:
+    if t_lo >= t_hi:
         return
     dims = geom[G_DIMS]
     size = geom[G_SIZE]
@@ -333,165 +412,180 @@ def sweep_chunk(
     affinity_decay = hsc_par[1]
     affinity_min = hsc_par[2]
     n_neighbours = deltas.shape[0]
-    slot0 = lo * line_len  # this chunk's pending slots: one per site it visits
+    # this chunk's pending slots: one per site it visits
+    slot0 = stripe_slot0[stripe_colour + 2 * t_lo]
     n_push = 0
-    n_y = axis_count[y_class]
+    n_axis = axis_first.shape[0]
     b_event = bases[D_EVENT]
     passed = scratch_line[k]
     passed_bits = scratch_bits[k]
     draws = scratch_draws[k]
-    for line in range(lo, hi):
-        if dims == 3:
-            y = axis_first[y_class] + 3 * (line % n_y)
-            z = axis_first[z_class] + 3 * (line // n_y)
-        else:
-            y = axis_first[y_class] + 3 * line
-            z = 0
-        row = size * (y + size * z)
-        inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
-        n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
-                               passed_bits, draws)
-        for qq in range(n_passed):  # pass 2: the rules
-            x = x_first + 3 * passed[qq]
-            i = row + x
-            if mark[i] == cur_mark:
-                continue  # born in this step: acts from the next one
-            t = ctype[i]
-            f = flags[i]
-            v = vcn[i]
-            g = transgene_state(v, f)
-            hsc = tint[t, T_IS_HSC] != 0
-            h = 0
-            if hsc:
-                if niche[i]:
-                    h = 0 if f & QUIESCENT else 1
-                else:
-                    h = 2
-                    a = affinity[i] * affinity_decay
-                    affinity[i] = a
-                    if a < affinity_min:
-                        # Roeder-Loeffler: too little niche affinity left -> commit
-                        ctype[i] = hsc_diff_type
-                        divs[i] = tint[hsc_diff_type, T_MAX_DIV]
-                        affinity[i] = 0.0
-                        continue
-            u = float(passed_bits[qq]) * _U53  # site_uniform(b_event, i)
-            p = p_any[t, h, g]
-            if u >= p:
-                continue
-            event = draw_event(cum, t, h, g, u / p)
-
-            if event == E_DIE:
-                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
-                continue
-            if event == E_SILENCE:
-                flags[i] = f | SILENCED
-                continue
-            if event == E_ACTIVATE:
-                flags[i] = f & ~QUIESCENT
-                continue
-            if event == E_EGRESS:
-                park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn,
-                     push_divs, push_clone)
-                n_push += 1
-                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
-                continue
-
-            # E_DIVIDE: first what the daughter will be
-            d = divs[i]
-            td = hsc_type
-            if hsc:  # the mother stays an HSC
-                td = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
-                                        hsc_diff_type, self_renewal)
-            elif d == 0:  # a progenitor with no divisions left exits or changes type
-                if tint[t, T_TERMINAL]:
-                    record_exit(k, t, f, v, expr_weight, chunk_exits)
-                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
-                else:
-                    tn = draw_category(exit_cum[t], site_uniform(bases[D_TYPE], i))
-                    ctype[i] = tn
-                    divs[i] = tint[tn, T_MAX_DIV]
-                continue
-            # then where it goes: a random free neighbour (an HSC daughter may take a
-            # niche) or, with pool placement, the blood
-            target = -1
-            if not placement_pool:
-                for_hsc = hsc and td == hsc_type
-                if inner_yz and 0 < x < last:
-                    # off the edges: count first (no stores; on a crowded lattice most
-                    # divisions find no room), then walk to the chosen free neighbour
-                    n_free = 0
-                    for nb in range(n_neighbours):
-                        uj = uint64(i + deltas[nb])
-                        n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                    if n_free == 0:
-                        continue  # no room: the division waits
-                    r = int(site_uniform(bases[D_TARGET], i) * n_free)
-                    for nb in range(n_neighbours):
-                        uj = uint64(i + deltas[nb])
-                        if (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0)):
-                            if r == 0:
-                                target = i + deltas[nb]
-                                break
-                            r -= 1
-                else:  # at an edge: wrap (periodic) or skip (closed) each neighbour
-                    n_free = 0
-                    for nb in range(n_neighbours):
-                        nx = x + offsets[nb, 0]
-                        ny = y + offsets[nb, 1]
-                        nz = z + offsets[nb, 2]
-                        if periodic:  # offsets are -1, 0 or 1
-                            if nx < 0:
-                                nx += size
-                            elif nx > last:
-                                nx -= size
-                            if ny < 0:
-                                ny += size
-                            elif ny > last:
-                                ny -= size
-                            if dims == 3:
-                                if nz < 0:
-                                    nz += size
-                                elif nz > last:
-                                    nz -= size
-                        elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
+    n_colours = colour_order.shape[0]
+    for sc in range((t_hi - t_lo) * n_colours):  # stripe by stripe, colour by colour
+        st = stripe_colour + 2 * (t_lo + sc // n_colours)
+        c = colour_order[sc % n_colours]
+        x_class = c % n_axis
+        y_class = (c // n_axis) % n_axis
+        line_len = axis_count[x_class]
+        x_first = axis_first[x_class]
+        if dims == 3:  # slabs along z: lines (y, z), y over the whole axis
+            n_y = axis_count[y_class]
+            y0 = axis_first[y_class]
+            n_lines = n_y * stripe_n[st, c // (n_axis * n_axis)]
+            z0 = stripe_start[st, c // (n_axis * n_axis)]
+        else:  # stripes along y
+            n_y = stripe_n[st, y_class]
+            y0 = stripe_start[st, y_class]
+            n_lines = n_y
+            z0 = 0
+        for line in range(n_lines):
+            y = y0 + 3 * (line % n_y)
+            z = z0 + 3 * (line // n_y)
+            row = size * (y + size * z)
+            inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
+            n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
+                                   passed_bits, draws)
+            for qq in range(n_passed):  # pass 2: the rules
+                x = x_first + 3 * passed[qq]
+                i = row + x
+                if mark[i] == cur_mark:
+                    continue  # born in this step: acts from the next one
+                t = ctype[i]
+                f = flags[i]
+                v = vcn[i]
+                g = transgene_state(v, f)
+                hsc = tint[t, T_IS_HSC] != 0
+                h = 0
+                if hsc:
+                    if niche[i]:
+                        h = 0 if f & QUIESCENT else 1
+                    else:
+                        h = 2
+                        a = affinity[i] * affinity_decay
+                        affinity[i] = a
+                        if a < affinity_min:
+                            # Roeder-Loeffler: too little niche affinity left -> commit
+                            ctype[i] = hsc_diff_type
+                            divs[i] = tint[hsc_diff_type, T_MAX_DIV]
+                            affinity[i] = 0.0
                             continue
-                        j = nx + size * (ny + size * nz)
-                        scratch_nb[k, n_free] = j
-                        uj = uint64(j)  # not negative: no index fix-up
-                        n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                    if n_free == 0:
-                        continue  # no room: the division waits
-                    target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
-            if hsc:
-                dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
-                df = f & ~QUIESCENT
-                if placement_pool:
-                    park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn,
+                u = float(passed_bits[qq]) * _U53  # site_uniform(b_event, i)
+                p = p_any[t, h, g]
+                if u >= p:
+                    continue
+                event = draw_event(cum, t, h, g, u / p)
+
+                if event == E_DIE:
+                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    continue
+                if event == E_SILENCE:
+                    flags[i] = f | SILENCED
+                    continue
+                if event == E_ACTIVATE:
+                    flags[i] = f & ~QUIESCENT
+                    continue
+                if event == E_EGRESS:
+                    park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn,
                          push_divs, push_clone)
                     n_push += 1
+                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    continue
+
+                # E_DIVIDE: first what the daughter will be
+                d = divs[i]
+                td = hsc_type
+                if hsc:  # the mother stays an HSC
+                    td = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
+                                            hsc_diff_type, self_renewal)
+                elif d == 0:  # a progenitor with no divisions left exits or changes type
+                    if tint[t, T_TERMINAL]:
+                        record_exit(k, t, f, v, expr_weight, chunk_exits)
+                        vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    else:
+                        tn = draw_category(exit_cum[t], site_uniform(bases[D_TYPE], i))
+                        ctype[i] = tn
+                        divs[i] = tint[tn, T_MAX_DIV]
+                    continue
+                # then where it goes: a random free neighbour (an HSC daughter may take a
+                # niche) or, with pool placement, the blood
+                target = -1
+                if not placement_pool:
+                    for_hsc = hsc and td == hsc_type
+                    if inner_yz and 0 < x < last:
+                        # off the edges: count first (no stores; on a crowded lattice most
+                        # divisions find no room), then walk to the chosen free neighbour
+                        n_free = 0
+                        for nb in range(n_neighbours):
+                            uj = uint64(i + deltas[nb])
+                            n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+                        if n_free == 0:
+                            continue  # no room: the division waits
+                        r = int(site_uniform(bases[D_TARGET], i) * n_free)
+                        for nb in range(n_neighbours):
+                            uj = uint64(i + deltas[nb])
+                            if (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0)):
+                                if r == 0:
+                                    target = i + deltas[nb]
+                                    break
+                                r -= 1
+                    else:  # at an edge: wrap (periodic) or skip (closed) each neighbour
+                        n_free = 0
+                        for nb in range(n_neighbours):
+                            nx = x + offsets[nb, 0]
+                            ny = y + offsets[nb, 1]
+                            nz = z + offsets[nb, 2]
+                            if periodic:  # offsets are -1, 0 or 1
+                                if nx < 0:
+                                    nx += size
+                                elif nx > last:
+                                    nx -= size
+                                if ny < 0:
+                                    ny += size
+                                elif ny > last:
+                                    ny -= size
+                                if dims == 3:
+                                    if nz < 0:
+                                        nz += size
+                                    elif nz > last:
+                                        nz -= size
+                            elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
+                                continue
+                            j = nx + size * (ny + size * nz)
+                            scratch_nb[k, n_free] = j
+                            uj = uint64(j)  # not negative: no index fix-up
+                            n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+                        if n_free == 0:
+                            continue  # no room: the division waits
+                        target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
+                if hsc:
+                    dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
+                    df = f & ~QUIESCENT
+                    if placement_pool:
+                        park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn,
+                             push_divs, push_clone)
+                        n_push += 1
+                    else:
+                        place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
+                              divs, clone, affinity, niche, chunk_counts[k], td == hsc_type)
+                        mark[target] = cur_mark
+                    if niche[i]:
+                        flags[i] = f | QUIESCENT  # back to rest in its niche
                 else:
-                    place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
-                          divs, clone, affinity, niche, chunk_counts[k], td == hsc_type)
-                    mark[target] = cur_mark
-                if niche[i]:
-                    flags[i] = f | QUIESCENT  # back to rest in its niche
-            else:
-                t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
-                                        hsc_diff_type, self_renewal)
-                t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
-                                        hsc_diff_type, self_renewal)
-                d2 = divisions_for(t2, t, d, tint)
-                ctype[i] = t1
-                divs[i] = divisions_for(t1, t, d, tint)
-                if placement_pool:
-                    park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn,
-                         push_divs, push_clone)
-                    n_push += 1
-                else:
-                    place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
-                          affinity, niche, chunk_counts[k], False)
-                    mark[target] = cur_mark
+                    t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
+                                            hsc_diff_type, self_renewal)
+                    t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
+                                            hsc_diff_type, self_renewal)
+                    d2 = divisions_for(t2, t, d, tint)
+                    ctype[i] = t1
+                    divs[i] = divisions_for(t1, t, d, tint)
+                    if placement_pool:
+                        park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn,
+                             push_divs, push_clone)
+                        n_push += 1
+                    else:
+                        place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
+                              affinity, niche, chunk_counts[k], False)
+                        mark[target] = cur_mark
     push_n[k] = n_push
 
 
@@ -505,8 +599,8 @@ def run_steps(
     geom, offsets, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
     p_any, cum, blood_par, expr_weight,
     pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
-    mark, axis_first, axis_count, colour_order, chunk_exits, chunk_counts,
-    push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
+    mark, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0, colour_order, stripe_order,
+    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
     scratch_nb, scratch_line, scratch_bits, scratch_draws,
 ):
     """Advance ``n_steps`` steps; return how many were done.
@@ -519,9 +613,8 @@ def run_steps(
     ``exits[s]`` receives the exits of the s-th step of this call.
     """
     n_sites = ctype.shape[0]
-    dims = geom[G_DIMS]
-    n_axis = axis_first.shape[0]
     n_colours = colour_order.shape[0]
+    n_stripes = stripe_slot0.shape[0]
     lodging_rate = blood_par[0]
     death_rate = blood_par[1]
     dt = blood_par[2]
@@ -562,6 +655,9 @@ def run_steps(
         for c in range(n_colours):
             colour_order[c] = c
         shuffle_prefix(colour_order, n_colours, serial)
+        stripe_order[0] = 0
+        stripe_order[1] = 1
+        shuffle_prefix(stripe_order, 2, serial)
         for k in range(N_CHUNKS):
             chunk_counts[k, 0] = 0
             chunk_counts[k, 1] = 0
@@ -569,43 +665,40 @@ def run_steps(
                 for x in range(chunk_exits.shape[2]):
                     chunk_exits[k, t, x] = 0.0
 
-        for ci in range(n_colours):
-            c = colour_order[ci]
-            x_class = c % n_axis
-            y_class = (c // n_axis) % n_axis
-            z_class = c // (n_axis * n_axis) if dims == 3 else 0
-            line_len = axis_count[x_class]
-            n_lines = axis_count[y_class] * (axis_count[z_class] if dims == 3 else 1)
-            x_first = axis_first[x_class]
-            # chunks depend on the lattice only: a small colour is one chunk, on this thread
-            swept_in_parallel = n_lines * line_len >= PARALLEL_MIN_SITES
-            n_chunks = min(N_CHUNKS, n_lines) if swept_in_parallel else 1
+        for si in range(2):
+            sc = stripe_order[si]
+            n_t = (n_stripes - sc + 1) // 2  # stripes sc, sc + 2, ...
+            if n_t == 0:
+                continue
+            # chunks depend on the lattice only: one stripe, or a small lattice, is one chunk,
+            # swept on this thread
+            swept_in_parallel = n_t > 1 and n_sites >= PARALLEL_MIN_SITES
+            n_chunks = min(N_CHUNKS, n_t) if swept_in_parallel else 1
             if swept_in_parallel:
                 for k in prange(n_chunks):
                     sweep_chunk(
-                        k, k * n_lines // n_chunks, (k + 1) * n_lines // n_chunks, line_len, x_first,
-                        y_class, z_class, cur_mark, bases,
+                        k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, bases, colour_order,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
+                        stripe_start, stripe_n, stripe_slot0,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws,
                     )
             else:
-                for k in range(n_chunks):
-                    sweep_chunk(
-                        k, k * n_lines // n_chunks, (k + 1) * n_lines // n_chunks, line_len, x_first,
-                        y_class, z_class, cur_mark, bases,
-                        ctype, flags, vcn, divs, clone, affinity, niche, mark,
-                        geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
-                        chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws,
-                    )
+                sweep_chunk(
+                    0, 0, n_t, sc, cur_mark, bases, colour_order,
+                    ctype, flags, vcn, divs, clone, affinity, niche, mark,
+                    geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
+                    hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
+                    stripe_start, stripe_n, stripe_slot0,
+                    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
+                    push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws,
+                )
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
             for k in range(n_chunks):
-                slot0 = (k * n_lines // n_chunks) * line_len
+                slot0 = stripe_slot0[sc + 2 * (k * n_t // n_chunks)]
                 for e in range(push_n[k]):
                     pool_type[w] = push_type[slot0 + e]
                     pool_flags[w] = push_flags[slot0 + e]
