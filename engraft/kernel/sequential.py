@@ -21,10 +21,18 @@ Per step (model page, section 4):
    (rate ``death_rate``), or stays in the blood, in a random order so that
    competition for the last free niches is fair.
 
-Speed (same draws, same results as the plain loop): the visit order is
-shuffled with its swaps prefetched in batches, the data of the site visited
-``PREFETCH_AHEAD`` visits later is prefetched (random order defeats the
-hardware prefetcher), and neighbours wrap without integer division.
+Speed: the visit order is shuffled with its swaps prefetched in batches
+(the same permutation as the plain Fisher-Yates loop). Random order defeats
+the hardware prefetcher, so the kernel prefetches by hand: the cell type of
+the site visited ``2 * PREFETCH_AHEAD`` visits later, and the event draw of
+the visit ``PREFETCH_AHEAD`` visits later is made early (kept in a ring of
+``DRAW_RING``); only when that draw is below the largest event probability
+of the cell's type (``p_screen``; HSCs always) are the cell's other arrays
+and its neighbour rows prefetched, and at the visit such a cell is skipped
+before they are read. Each visit's event draw is still one uniform draw,
+independent of everything else, so the dynamics are exact; only the order
+in which the stream's numbers are used differs from drawing at the visit.
+Neighbours wrap without integer division.
 
 Mature output is not simulated here: each exit is counted in ``exits``
 (per step and cell type: cells, graft cells, transduced cells, vector copies,
@@ -60,6 +68,9 @@ E_DIVIDE, E_DIE, E_ACTIVATE, E_EGRESS, E_SILENCE = 0, 1, 2, 3, 4
 
 #: visits between the prefetch of a site's data and its visit (~100 ns of memory latency)
 PREFETCH_AHEAD = 8
+#: ring of event draws made ahead (a power of 2 above PREFETCH_AHEAD), and its mask
+DRAW_RING = 16
+DRAW_MASK = DRAW_RING - 1
 #: Fisher-Yates swaps whose targets are drawn, and prefetched, before they are made
 SHUFFLE_BATCH = 32
 
@@ -323,6 +334,17 @@ def run_steps(
     deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
     for nb in range(n_neighbours):
         deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
+    # screening probability per cell type + 1 (0 for empty): the largest p_any over the
+    # type's states; HSCs always pass (an HSC off a niche loses affinity every step)
+    n_types = tint.shape[0]
+    p_screen = np.zeros(n_types + 1)
+    for t in range(n_types):
+        if tint[t, T_IS_HSC] != 0:
+            p_screen[t + 1] = 2.0
+        else:
+            for g in range(p_any.shape[2]):
+                p_screen[t + 1] = max(p_screen[t + 1], p_any[t, 0, g])
+    ahead_u = np.empty(DRAW_RING, dtype=np.float64)
 
     for step in range(n_steps):
         # --- 1. the sites occupied now, in a fresh random order ---------------------
@@ -334,23 +356,37 @@ def run_steps(
             return step
         shuffle_prefix(order, m, state)
 
+        for j in range(min(PREFETCH_AHEAD, m)):
+            ahead_u[j] = uniform(state)
+        for j in range(min(2 * PREFETCH_AHEAD, m)):
+            prefetch(ctype, order[j])
         for j in range(m):
-            if j + PREFETCH_AHEAD < m:
-                ahead = order[j + PREFETCH_AHEAD]
-                prefetch(ctype, ahead)
-                prefetch(flags, ahead)
-                prefetch(vcn, ahead)
-                prefetch(niche, ahead)
-                prefetch(divs, ahead)
-                prefetch(clone, ahead)
-                # the rows above and below hold most neighbours (a division reads them)
-                if ahead >= row and ahead + row < n_sites:
-                    prefetch(ctype, ahead - row)
-                    prefetch(ctype, ahead + row)
-                    prefetch(niche, ahead - row)
-                    prefetch(niche, ahead + row)
+            if j + 2 * PREFETCH_AHEAD < m:
+                prefetch(ctype, order[j + 2 * PREFETCH_AHEAD])
+            ja = j + PREFETCH_AHEAD
+            if ja < m:
+                # the event draw of a later visit, made now: if it says no event for
+                # that cell's type, its other data is never needed
+                ua = uniform(state)
+                ahead_u[ja & DRAW_MASK] = ua
+                ahead = order[ja]
+                if ua < p_screen[ctype[ahead] + 1]:
+                    prefetch(flags, ahead)
+                    prefetch(vcn, ahead)
+                    prefetch(niche, ahead)
+                    prefetch(divs, ahead)
+                    prefetch(clone, ahead)
+                    # the rows above and below hold most neighbours (a division reads them)
+                    if ahead >= row and ahead + row < n_sites:
+                        prefetch(ctype, ahead - row)
+                        prefetch(ctype, ahead + row)
+                        prefetch(niche, ahead - row)
+                        prefetch(niche, ahead + row)
             i = order[j]
             t = ctype[i]
+            u = ahead_u[j & DRAW_MASK]
+            if u >= p_screen[t + 1]:
+                continue
             f = flags[i]
             v = vcn[i]
             g = transgene_state(v, f)
@@ -369,7 +405,6 @@ def run_steps(
                         divs[i] = tint[hsc_diff_type, T_MAX_DIV]
                         affinity[i] = 0.0
                         continue
-            u = uniform(state)
             p = p_any[t, h, g]
             if u >= p:
                 continue
