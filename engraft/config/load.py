@@ -270,7 +270,9 @@ def available_memory_bytes() -> int:
 def estimate_memory_bytes(exp: Experiment) -> int:
     """Peak memory of a kernel run: state, order/scratch arrays, pool and snapshots."""
     n = exp.lattice.n_sites
-    per_site = STATE_BYTES_PER_SITE + 4  # + the int32 visit order (parallel: 1-byte marks)
+    # + the kernel's own arrays: the int32 visit order (sequential), or 1-byte marks and
+    # pending blood slots for half the lattice, 8 bytes each (parallel)
+    per_site = STATE_BYTES_PER_SITE + 5
     pool = 2 * n * 12  # up to ~2n slots after an infusion: 8 bytes of cell + 4 of visit order
     t = exp.time
     interval = t.snapshot_interval_days or t.duration_days
