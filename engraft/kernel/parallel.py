@@ -98,6 +98,7 @@ from engraft.kernel.sequential import (
     draw_category,
     place,
     record_exit,
+    screen_probabilities,
     shuffle_prefix,
     transgene_state,
     vacate,
@@ -623,17 +624,12 @@ def run_steps(
     deltas = np.empty(offsets.shape[0], dtype=np.int64)
     for k in range(offsets.shape[0]):
         deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
-    # screening thresholds per cell type + 1: ceil(p 2**53) of the largest p_any over the
-    # type's states (HSC: resting or active on a niche; progenitor: its one state row);
-    # empty sites never pass
-    n_types = tint.shape[0]
-    thresholds = np.zeros(n_types + 1, dtype=np.uint64)
-    for t in range(n_types):
-        p_max = 0.0
-        for h in range(2 if tint[t, T_IS_HSC] != 0 else 1):
-            for g in range(p_any.shape[2]):
-                p_max = max(p_max, p_any[t, h, g])
-        thresholds[t + 1] = uint64(np.ceil(p_max * 9007199254740992.0))
+    # screening thresholds per cell type + 1: ceil(p 2**53) of screen_probabilities (empty
+    # sites never pass)
+    p_screen = screen_probabilities(tint, p_any)
+    thresholds = np.zeros(p_screen.shape[0], dtype=np.uint64)
+    for t in range(p_screen.shape[0]):
+        thresholds[t] = uint64(np.ceil(p_screen[t] * 9007199254740992.0))
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)

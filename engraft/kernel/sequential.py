@@ -101,6 +101,24 @@ def shuffle_prefix(values, n, state):
 
 
 @njit(**JIT)
+def screen_probabilities(tint, p_any):
+    """Per cell type + 1 (index 0: empty, 0): the largest ``p_any`` over the type's states.
+
+    An HSC's states are resting and active on a niche (off a niche it acts
+    every step anyway: the kernels never screen it out); a progenitor has one
+    state row. A draw at or above this value means no event, whatever the
+    cell's transgene state or niche.
+    """
+    n_types = tint.shape[0]
+    p_screen = np.zeros(n_types + 1)
+    for t in range(n_types):
+        for h in range(2 if tint[t, T_IS_HSC] != 0 else 1):
+            for g in range(p_any.shape[2]):
+                p_screen[t + 1] = max(p_screen[t + 1], p_any[t, h, g])
+    return p_screen
+
+
+@njit(**JIT)
 def transgene_state(vcn, flags):
     """0: no vector, 1: expressing, 2: silenced (engraft.rates NONE/EXPRESSING/SILENCED)."""
     if vcn == 0:
@@ -334,16 +352,12 @@ def run_steps(
     deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
     for nb in range(n_neighbours):
         deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
-    # screening probability per cell type + 1 (0 for empty): the largest p_any over the
-    # type's states; HSCs always pass (an HSC off a niche loses affinity every step)
-    n_types = tint.shape[0]
-    p_screen = np.zeros(n_types + 1)
-    for t in range(n_types):
+    # screening probability per cell type + 1 (0 for empty); HSCs always pass (whether
+    # one sits on a niche is not known before its visit)
+    p_screen = screen_probabilities(tint, p_any)
+    for t in range(tint.shape[0]):
         if tint[t, T_IS_HSC] != 0:
             p_screen[t + 1] = 2.0
-        else:
-            for g in range(p_any.shape[2]):
-                p_screen[t + 1] = max(p_screen[t + 1], p_any[t, 0, g])
     ahead_u = np.empty(DRAW_RING, dtype=np.float64)
 
     for step in range(n_steps):
