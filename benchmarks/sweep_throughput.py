@@ -9,9 +9,11 @@ timed separately. Reported: runs per minute of the whole sweep as a user sees
 it (worker start-up included; median of the repeats), the time to the first
 finished run, the median wall time of one run, and the 2-worker / 1-worker
 ratio. The load average is recorded because other work on the machine skews
-the ratio::
+the ratio. ``--kernel parallel`` runs the sweep with the parallel kernel (all
+cores in one worker, one thread each in two)::
 
-    python benchmarks/sweep_throughput.py [--repeats 3] [--out benchmarks/results/sweep_throughput.json]
+    python benchmarks/sweep_throughput.py [--repeats 3] [--kernel sequential|parallel]
+                                          [--out benchmarks/results/sweep_throughput.json]
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ SWEEP = {
 }
 
 
-def bench_sweep(replicates: int = SWEEP["replicates"]):
+def bench_sweep(replicates: int = SWEEP["replicates"], kernel: str = "sequential"):
     data = resolve_bases(load_yaml(EXPERIMENT), EXPERIMENT.resolve())
+    data["kernel"] = kernel
     data["sweep"] = {**SWEEP, "replicates": replicates}
     return parse_sweep(data)
 
@@ -73,14 +76,15 @@ def timed_sweep(sweep, out: Path, workers: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kernel", choices=("sequential", "parallel"), default="sequential")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_throughput.json"))
     args = parser.parse_args(argv)
-    sweep = bench_sweep()
+    sweep = bench_sweep(kernel=args.kernel)
     n = len(sweep.runs)
     results: dict[int, list[dict]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_sweep(bench_sweep(replicates=1), Path(tmp) / "warmup", workers=1)  # compile or load the kernel
+        run_sweep(bench_sweep(replicates=1, kernel=args.kernel), Path(tmp) / "warmup", workers=1)  # compile/load
         warmup = time.perf_counter() - start
         for rep in range(args.repeats):  # interleaved, so slow drifts in machine load hit both alike
             for workers in (1, 2):
@@ -98,6 +102,7 @@ def main(argv=None) -> int:
         "benchmark": "sweep_throughput",
         "sweep": f"{EXPERIMENT.relative_to(ROOT)} with {json.dumps(SWEEP['overrides'])}; "
                  f"2 doses x 2 transduction x {SWEEP['replicates']} replicates",
+        "kernel": args.kernel,
         "runs": n,
         "warmup_seconds": warmup,
         "workers": summary,
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(record, indent=2) + "\n")
     one, two = summary["1"], summary["2"]
-    print(f"sweep throughput ({n} runs, median of {args.repeats}): "
+    print(f"sweep throughput ({args.kernel} kernel, {n} runs, median of {args.repeats}): "
           f"1 worker {one['runs_per_minute_median']:.1f} "
           f"runs/min | 2 workers {two['runs_per_minute_median']:.1f} runs/min | scaling {ratio:.2f}x "
           f"| one run {one['run_seconds_median']:.2f} s alone, {two['run_seconds_median']:.2f} s in a pair "

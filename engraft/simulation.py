@@ -332,13 +332,16 @@ class Simulation:
 
     engine = "kernel"
 
-    def __init__(self, exp: Experiment, seed: int | None = None, kernel: str = "sequential"):
+    def __init__(self, exp: Experiment, seed: int | None = None, kernel: str | None = None):
+        kernel = kernel or exp.kernel
         if kernel not in ("sequential", "parallel"):
             raise ValueError(f"kernel: must be 'sequential' or 'parallel', got {kernel!r}")
         check_infusions(exp)
         #: "sequential" (random sequential update) or "parallel" (sublattice updates,
         #: bit-identical for any thread count; see engraft.kernel.parallel)
         self.kernel = kernel
+        if exp.engine != "kernel" or exp.kernel != kernel:  # the config a run writes names what ran
+            exp = exp.model_copy(update={"engine": "kernel", "kernel": kernel})
         self.exp = exp
         self.seed = int(exp.seed if seed is None else seed)
         setup_seq, kernel_seq = np.random.SeedSequence(self.seed).spawn(2)
@@ -520,7 +523,7 @@ class Simulation:
 
 
 def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None,
-             progress: ProgressCallback | None = None, kernel: str = "sequential") -> Result:
+             progress: ProgressCallback | None = None, kernel: str | None = None) -> Result:
     """Run one experiment and return its :class:`Result`.
 
     Parameters
@@ -533,7 +536,10 @@ def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None
     kernel : with the kernel engine, ``"sequential"`` (random sequential update,
         the reference dynamics) or ``"parallel"`` (sublattice updates on all
         Numba threads; the same results for any thread count, statistically
-        equivalent to the sequential kernel).
+        equivalent to the sequential kernel); defaults to ``exp.kernel``.
+
+    The result's config names the engine and kernel that ran, so running it
+    again gives the same result.
     """
     engine = engine or exp.engine
     if engine == "kernel":
@@ -541,5 +547,9 @@ def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None
     if engine == "mesa":
         from engraft.reference import run_reference
 
+        if (kernel or "sequential") != "sequential":
+            raise ValueError(f"kernel: the mesa engine has one update order, 'sequential'; got {kernel!r}")
+        if exp.engine != "mesa" or exp.kernel != "sequential":
+            exp = exp.model_copy(update={"engine": "mesa", "kernel": "sequential"})
         return run_reference(exp, seed, progress)
     raise ValueError(f"engine: must be 'kernel' or 'mesa', got {engine!r}")

@@ -117,11 +117,48 @@ def test_default_experiment_is_clinically_plausible():
     assert s["final_clones_alive"] > 100 and s["final_top_clone_share"] < 0.2
 
 
-def test_cli_parallel_kernel_is_recorded(tiny_path, tmp_path):
+def test_cli_parallel_kernel_is_recorded_and_reproduced(tiny_path, tmp_path):
+    """--kernel sets the config's kernel: the run's config.yaml alone reruns the same kernel."""
     out = tmp_path / "parallel"
     assert main(["run", str(tiny_path), "--kernel", "parallel", "--threads", "1", "--out", str(out), "-q",
                  "--no-figure"]) == 0
-    assert read_run(out).provenance["kernel"] == "parallel"
+    run = read_run(out)
+    assert run.provenance["kernel"] == "parallel" and run.config["kernel"] == "parallel"
+    again = tmp_path / "again"
+    assert main(["run", str(out / "config.yaml"), "--out", str(again), "-q", "--no-figure"]) == 0
+    rerun = read_run(again)
+    assert rerun.provenance["kernel"] == "parallel"
+    pd.testing.assert_frame_equal(run.timeseries, rerun.timeseries)
+    # the sequential kernel gives other numbers from the same seed (another update order and stream)
+    seq = tmp_path / "sequential"
+    assert main(["run", str(out / "config.yaml"), "--kernel", "sequential", "--out", str(seq), "-q",
+                 "--no-figure"]) == 0
+    assert read_run(seq).config["kernel"] == "sequential"
+    assert not read_run(seq).timeseries.equals(run.timeseries)
+
+
+def test_config_kernel_selects_the_kernel(tiny):
+    """``kernel: parallel`` in the experiment is what simulate() runs; the default is sequential."""
+    assert tiny.kernel == "sequential"
+    short = tiny.model_copy(update={"kernel": "parallel"})
+    result = simulate(short)
+    assert result.extra["kernel"] == "parallel" and result.config.kernel == "parallel"
+    assert simulate(short, kernel="sequential").config.kernel == "sequential"
+
+
+def test_cli_engine_mesa_is_written_to_the_config(tiny_path, tmp_path):
+    out = tmp_path / "mesa"
+    assert main(["run", str(tiny_path), "--engine", "mesa", "--set", "time.duration_days=2",
+                 "--set", "time.burn_in_days=0", "--out", str(out), "-q", "--no-figure"]) == 0
+    run = read_run(out)
+    assert run.provenance["engine"] == "mesa" and run.config["engine"] == "mesa"
+    assert run.config["kernel"] == "sequential"
+
+
+def test_cli_mesa_with_parallel_kernel_is_exit_2(tiny_path, capsys):
+    assert main(["run", str(tiny_path), "--engine", "mesa", "--kernel", "parallel", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kernel: must be 'sequential' with engine 'mesa'" in err
 
 
 def test_cli_bad_thread_count_is_exit_2(tiny_path, capsys):

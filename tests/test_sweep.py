@@ -204,6 +204,27 @@ def test_a_run_is_re_created_alone_from_its_config(tmp_path):
     assert json.loads((again / "summary.json").read_text()) == json.loads((run / "summary.json").read_text())
 
 
+def test_parallel_kernel_sweep_is_the_same_in_process_and_in_workers(tmp_path, capsys):
+    """--kernel parallel: all cores in this process or one thread per worker, the same runs."""
+    serial, pool = tmp_path / "serial", tmp_path / "pool"
+    assert main(["sweep", str(SWEEP), "--kernel", "parallel", "--out", str(serial), "-q", "--workers", "1"]) == 0
+    assert main(["sweep", str(SWEEP), "--kernel", "parallel", "--out", str(pool), "-q", "--workers", "2"]) == 0
+    a, b = timeseries_of(serial), timeseries_of(pool)
+    assert len(a) == N_RUNS and list(a) == list(b)
+    for run_id in a:
+        pd.testing.assert_frame_equal(a[run_id], b[run_id], check_exact=True)
+    run = pool / "runs" / "r00003"
+    assert yaml.safe_load((run / "config.yaml").read_text())["kernel"] == "parallel"
+    assert json.loads((run / "provenance.json").read_text())["kernel"] == "parallel"
+    sequential = tmp_path / "sequential"
+    run_sweep(load_sweep(SWEEP), sequential, workers=1)
+    assert not timeseries_of(sequential)["r00003"].equals(a["r00003"])  # another kernel, other numbers
+    # resuming with the other kernel would mix kernels in one table: refused
+    capsys.readouterr()
+    assert main(["sweep", str(SWEEP), "--out", str(pool), "-q", "--workers", "1"]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------
 # the sweep directory: resume, refusal, failures, collect
 # ----------------------------------------------------------------------------------

@@ -17,12 +17,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="run directory (default: results/<config name>)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's seed)")
     parser.add_argument("--engine", choices=("kernel", "mesa"),
-                        help="kernel (compiled, default) or mesa (the reference model)")
-    parser.add_argument("--kernel", choices=("sequential", "parallel"), default="sequential",
-                        help="kernel engine: random sequential update (default) or the parallel "
-                             "sublattice kernel (all Numba threads; same results for any thread count)")
+                        help="kernel (compiled, default) or mesa (the reference model); sets the config's "
+                             "engine (mesa also sets kernel: sequential)")
+    parser.add_argument("--kernel", choices=("sequential", "parallel"),
+                        help="kernel engine: random sequential update (the default) or the parallel "
+                             "sublattice kernel (all Numba threads; same results for any thread count); "
+                             "sets the config's kernel")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="Numba threads for --kernel parallel (default: all cores)")
+                        help="Numba threads for the parallel kernel (default: all cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field, e.g. --set infusions[0].dose_per_kg=6e6 (repeatable)")
     parser.add_argument("--no-figure", action="store_true", help="skip the summary figure")
@@ -74,7 +76,15 @@ def format_summary(summary: dict, out: Path) -> str:
 def main(args) -> int:
     from engraft.simulation import simulate
 
-    exp = load_config(args.config, args.overrides, seed=args.seed)
+    # --engine and --kernel are config overrides, so the run's config.yaml names what ran
+    overrides = list(args.overrides)
+    if args.engine:
+        overrides.append(f"engine={args.engine}")
+        if args.engine == "mesa" and not args.kernel:
+            overrides.append("kernel=sequential")
+    if args.kernel:
+        overrides.append(f"kernel={args.kernel}")
+    exp = load_config(args.config, overrides, seed=args.seed)
     if args.threads is not None:
         import numba
 
@@ -86,7 +96,7 @@ def main(args) -> int:
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     callback, bar = progress_bar(not args.quiet)
     try:
-        result = simulate(exp, engine=args.engine, progress=callback, kernel=args.kernel)
+        result = simulate(exp, progress=callback)
     finally:
         if bar is not None:
             bar.close()

@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dask-local", action="store_true",
                         help="start a Dask LocalCluster on this machine (127.0.0.1) and run there")
     parser.add_argument("--figures", action="store_true", help="write each run's summary figure (slower)")
+    parser.add_argument("--kernel", choices=("sequential", "parallel"),
+                        help="kernel of every run (sets the base experiment's kernel): sequential (the "
+                             "default) or parallel (faster; each local worker gets its share of the cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of the base experiment (repeatable)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -53,7 +56,7 @@ def main(args) -> int:
     from engraft.sweep import load_sweep, run_sweep
     from engraft.sweep.executors import WorkersLost
 
-    sweep = load_sweep(args.config, args.overrides)
+    sweep = load_sweep(args.config, args.overrides + ([f"kernel={args.kernel}"] if args.kernel else []))
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
     callback, close = progress_bar(not args.quiet)
     try:

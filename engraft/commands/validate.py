@@ -20,7 +20,8 @@ def main(args) -> int:
     lat = exp.lattice
     sc = scales(exp)
     print(f"{args.config}: valid")
-    print(f"  experiment   {exp.name} (seed {exp.seed}, engine {exp.engine})")
+    engine = f"{exp.kernel} kernel" if exp.engine == "kernel" else "mesa"
+    print(f"  experiment   {exp.name} (seed {exp.seed}, engine {engine})")
     print(f"  lattice      {lat.dims}D {lat.size}^{lat.dims} = {lat.n_sites:,} sites, "
           f"{lat.niche_fraction:.0%} niches ({lat.niche_placement}), {lat.neighbourhood}, {lat.boundary}")
     print(f"  scale        {sc[exp.hsc_type]:.3g} body HSCs and "

@@ -305,6 +305,10 @@ class Experiment(Section):
     seed: int = Field(0, ge=0, lt=2**63, description="random seed (--seed overrides)")
     engine: Literal["kernel", "mesa"] = Field(
         "kernel", description="kernel: compiled; mesa: the readable reference model")
+    kernel: Literal["sequential", "parallel"] = Field(
+        "sequential", description="engine kernel only. sequential: random sequential update (the reference "
+        "dynamics); parallel: sublattice updates on all Numba threads, the same result for any thread count, "
+        "the same dynamics in distribution (not the same numbers as sequential)")
     patient: PatientConfig
     lattice: LatticeConfig
     marrow: MarrowConfig
@@ -347,9 +351,12 @@ class ScopedError(ValueError):
 
 
 def check_experiment(exp: Experiment) -> None:
-    """Cross-field checks: names that must exist, one HSC type, dt fine enough."""
+    """Cross-field checks: engine and kernel agree, names that must exist, one HSC type, dt fine enough."""
     from engraft.rates import max_total_rates
 
+    if exp.engine == "mesa" and exp.kernel != "sequential":
+        raise ScopedError("kernel", exp.kernel, "must be 'sequential' with engine 'mesa' (the Mesa engine has "
+                          "one update order, random sequential; use engine 'kernel' for the parallel kernel)")
     names = exp.type_names
     hsc = [n for n, t in exp.cell_types.items() if t.kind == "hsc"]
     if len(hsc) != 1:
