@@ -5,6 +5,7 @@
   periodic sizes that are not multiples of 3), and the stripes and colour
   classes the kernel walks cover every site once.
 - The counter stream: the kernel's split form equals ``counter_uniform``.
+- The screens: the sparse and the dense one pass the same sites with the same draws.
 - Rules that the update order could break: a daughter does not act in the
   step it is born; the empty-site counters that the chunks merge match a
   recount; cells reach the blood and lodge in both placement modes.
@@ -127,6 +128,31 @@ def test_split_counter_stream_equals_counter_uniform():
                 for site in (0, 1, 4095, 10**6):
                     split, whole = _both_streams(key, step, site, draw)
                     assert split == whole
+
+
+@pytest.mark.parametrize("occupancy", [0.0, 0.1, 0.5, 1.0])
+def test_sparse_and_dense_screens_pass_the_same_sites(occupancy):
+    """The two screens give the same passing sites and draws, as the rule says, at any occupancy."""
+    rng = np.random.default_rng(3)
+    n = 3 * 400 + 2
+    ctype = np.where(rng.random(n) < occupancy, rng.integers(0, 4, n), EMPTY).astype(np.int8)
+    niche = (rng.random(n) < 0.3).astype(np.uint8)
+    hsc_type = 0
+    # ceil(p 2**53) per type + 1: empty never; the HSC p = 1/2; type 1 p = 1/8; type 2 always; type 3 never
+    thresholds = np.array([0, 2**52, 2**50, 2**53, 0], dtype=np.uint64)
+    base = parallel.step_base(np.uint64(99), 5, parallel.D_EVENT)
+    for start, line_len in ((0, 400), (1, 400), (2, 37)):
+        sites = start + 3 * np.arange(line_len)
+        bits = np.array([int(parallel.site_uniform(base, int(i)) * 2**53) for i in sites], dtype=np.uint64)
+        t = ctype[sites].astype(np.int64)
+        rule = (t != EMPTY) & ((bits < thresholds[t + 1]) | ((t == hsc_type) & (niche[sites] == 0)))
+        for screen in (parallel.screen_line, parallel.screen_line_sparse):
+            passed = np.full(line_len, -1, dtype=np.int64)
+            passed_bits = np.zeros(line_len, dtype=np.uint64)
+            k = screen(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits,
+                       np.zeros(line_len, dtype=np.uint64))
+            np.testing.assert_array_equal(passed[:k], np.flatnonzero(rule), err_msg=screen.__name__)
+            np.testing.assert_array_equal(passed_bits[:k], bits[rule], err_msg=screen.__name__)
 
 
 # ----------------------------------------------------------------------------------

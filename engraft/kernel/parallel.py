@@ -105,7 +105,7 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "make_workspace",
-           "run_steps", "site_uniform", "step_base", "stripe_classes", "stripes"]
+           "run_steps", "screen_line", "screen_line_sparse", "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -113,6 +113,12 @@ N_CHUNKS = 64
 MARK_PERIOD = 255
 #: lattices with fewer sites than this are swept on the calling thread (same result)
 PARALLEL_MIN_SITES = 1024
+#: below this fraction of occupied sites, a step screens each line's occupied sites only
+#: (:func:`screen_line_sparse`); above it, every site (:func:`screen_line`). The same sites
+#: pass either way. On the burned-in human marrow (12-17 % occupied) the sparse screen
+#: takes a step from 1.66 to 1.11 ms (1024^2, 2 threads, paired runs); on a fully
+#: occupied lattice it would be 1.27x slower than the dense one.
+SPARSE_OCCUPANCY = 0.5
 #: sites per stripe aimed at (about 200 KB of state: it stays in a core's L2 cache
 #: while the 9 / 27 site colours are swept over it)
 STRIPE_SITES = 16384
@@ -267,7 +273,8 @@ class Workspace(NamedTuple):
     scratch_nb: np.ndarray  # (N_CHUNKS, neighbours): free neighbours of a dividing cell
     scratch_line: np.ndarray  # (N_CHUNKS, longest line): the sites of a line that passed the screen
     scratch_bits: np.ndarray  # (N_CHUNKS, longest line): their event draws (53 random bits)
-    scratch_draws: np.ndarray  # (N_CHUNKS, longest line): the event draws of a whole line
+    scratch_draws: np.ndarray  # (N_CHUNKS, longest line): the event draws of a whole line (sparse: its
+    #                            occupied positions)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
@@ -372,8 +379,34 @@ def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passe
 
 
 @njit(**JIT)
+def screen_line_sparse(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, occupied):
+    """:func:`screen_line` for a sparse lattice: the same sites pass, with the same draws.
+
+    A first branch-free pass lists the line's occupied positions in
+    ``occupied`` (one byte read per site); only those sites are drawn and
+    screened, so an empty site costs no hash. An empty site never passes
+    :func:`screen_line` (its threshold is 0 and it is no HSC), so both give
+    the same ``passed`` and ``passed_bits``, in the same order.
+    """
+    m = 0
+    for q in range(line_len):
+        occupied[uint64(m)] = q
+        m += ctype[uint64(start + 3 * q)] != EMPTY
+    n = 0
+    for k in range(m):
+        q = np.int64(occupied[uint64(k)])
+        i = uint64(start + 3 * q)
+        t = ctype[i]
+        bits = splitmix64(base ^ i) >> uint64(11)
+        passed[uint64(n)] = q
+        passed_bits[uint64(n)] = bits
+        n += (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (niche[i] == 0))
+    return n
+
+
+@njit(**JIT)
 def sweep_chunk(
-    k, t_lo, t_hi, stripe_colour, cur_mark, bases, colour_order,
+    k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
     p_any, thresholds, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
@@ -391,7 +424,8 @@ def sweep_chunk(
 
     Each line takes two passes. The first, without branches, screens out
     the sites with nothing to do: empty, or a cell whose event draw says no
-    event in any state its type can have there (:func:`screen_line`; an HSC
+    event in any state its type can have there (:func:`screen_line`, or
+    :func:`screen_line_sparse` when ``sparse``: the same sites pass; an HSC
     off a niche always passes). The second runs the rules on the sites that
     passed, skipping daughters born in this step (``mark``). Both see the
     same values: a visit changes only its site and its neighbours, never
@@ -444,8 +478,12 @@ def sweep_chunk(
             z = z0 + 3 * (line // n_y)
             row = size * (y + size * z)
             inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
-            n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
-                                   passed_bits, draws)
+            if sparse:
+                n_passed = screen_line_sparse(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds,
+                                              passed, passed_bits, draws)
+            else:
+                n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
+                                       passed_bits, draws)
             for qq in range(n_passed):  # pass 2: the rules
                 x = x_first + 3 * passed[qq]
                 i = row + x
@@ -645,6 +683,8 @@ def run_steps(
             bases[d] = step_base(key, gstep, d)
         seed_serial(serial, key, gstep)
         cur_mark = np.uint8(1 + gstep % MARK_PERIOD)
+        # which screen (the same result either way): set by the occupancy at the step's start
+        sparse = n_sites - counters[C_EMPTY] < SPARSE_OCCUPANCY * n_sites
         if gstep % MARK_PERIOD == 0 and step > 0:  # no mark left can equal a later step's
             for i in range(n_sites):
                 mark[i] = 0
@@ -673,7 +713,7 @@ def run_steps(
             if swept_in_parallel:
                 for k in prange(n_chunks):
                     sweep_chunk(
-                        k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, bases, colour_order,
+                        k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, bases, colour_order,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                         hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
@@ -683,7 +723,7 @@ def run_steps(
                     )
             else:
                 sweep_chunk(
-                    0, 0, n_t, sc, cur_mark, bases, colour_order,
+                    0, 0, n_t, sc, cur_mark, sparse, bases, colour_order,
                     ctype, flags, vcn, divs, clone, affinity, niche, mark,
                     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
                     hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
