@@ -52,7 +52,11 @@ human
 Times are medians over repeats, with the interquartile range. The machine
 (CPU, cores, memory, load average before and after), the library versions
 and Numba's threading layer are recorded with the results. Shared machines
-are noisy: compare runs only from the same machine, and look at the load.
+are noisy: compare runs only from the same machine, and look at the load and
+at the *calibration*: a fixed one-thread loop, the same in every version,
+timed at the start and after each section (:func:`calibrate`). Its spread
+shows how much the machine's speed changed during the run; the load average
+does not show other virtual machines on the same host.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import subprocess
@@ -196,6 +201,60 @@ def load_average() -> list[float] | None:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------
+# the machine's speed during the run: a fixed loop, timed between sections
+# ----------------------------------------------------------------------------------
+CALIBRATION_BYTES = 2**20  # one byte per "site", like the kernels' type array; stays in the L2 cache
+
+
+def _calibration_loop():
+    from numba import njit
+
+    @njit(cache=False)
+    def loop(ctype, rounds):
+        """Byte reads, branches on the data and scattered writes: the kind of work a kernel visit does."""
+        acc = 0
+        for r in range(rounds):
+            for i in range(1, ctype.shape[0] - 1):
+                t = ctype[i]
+                if t > 3:
+                    if ctype[i - 1] == 0 or ctype[i + 1] == 0:
+                        ctype[i] = (t + r) & 7
+                        acc += 1
+                elif t == 1:
+                    acc += 2
+        return acc
+
+    return loop
+
+
+def calibrate(label: str, points: list, repeats: int = 3) -> None:
+    """Time the fixed loop (best of ``repeats``) and append it to ``points`` under ``label``.
+
+    The loop and its data are the same in every run and every engraft
+    version, so its time tells how fast the machine was at that moment. On
+    this project's shared machine, over 16 paired samples a few seconds
+    apart, its time correlated 0.89 with that of a fully occupied 1024^2
+    parallel-kernel step on one thread; the step varied more (6.8-13.4 ms)
+    than the loop (30-38 ms). Loops bound by one long dependency chain
+    (a hash chain in the L2 cache: 0.25) or by memory (random reads in 128 MB:
+    0.7) followed the step less well.
+    """
+    if not _CALIBRATION:  # compile and warm up once per process
+        _CALIBRATION["loop"] = _calibration_loop()
+    loop = _CALIBRATION["loop"]
+    best = math.inf
+    for _ in range(repeats):
+        ctype = np.random.default_rng(1).integers(0, 8, CALIBRATION_BYTES).astype(np.int8)
+        start = time.perf_counter()
+        loop(ctype, 8)
+        best = min(best, time.perf_counter() - start)
+    points.append({"label": label, "seconds": best})
+
+
+_CALIBRATION: dict = {}
 
 
 # ----------------------------------------------------------------------------------
@@ -586,6 +645,11 @@ def report(results: dict) -> str:
                  f"{(m['memory_bytes'] or 0) / 2**30:.1f} GiB; numba {m['versions']['numba']} "
                  f"({results.get('threading_layer')}, {m['numba_threads']} threads); "
                  f"load {results['load_before']} -> {results['load_after']}")
+    cal = [p["seconds"] for p in results.get("calibration", {}).get("points", [])]
+    if cal:
+        lines.append("machine speed: the fixed calibration loop took "
+                     + ", ".join(f"{1e3 * c:.0f}" for c in cal)
+                     + f" ms at the start and after each section (slowest / fastest {max(cal) / min(cal):.2f})")
     if "compile" in results:
         lines.append("\nstart-up (fresh process, seconds: import + set-up + first step; process wall)")
         for kernel, c in results["compile"].items():
@@ -716,19 +780,32 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
                      "units": {"site_updates_per_s": "lattice sites x steps per second (the targets use this)",
                                "cell_updates_per_s": "visits of occupied sites per second"}}
     t0 = time.perf_counter()
+    points: list = []
+    results["calibration"] = {
+        "what": "seconds of a fixed one-thread loop (byte reads, data-dependent branches and writes over "
+                f"{CALIBRATION_BYTES >> 20} MB), best of 3, timed at the start and after each section: the machine's "
+                "speed at that moment (lower is faster; see calibrate())",
+        "points": points}
+    calibrate("start", points)
     if "compile" in sections:
         results["compile"] = bench_compile()
+        calibrate("after compile", points)
     if "throughput" in sections:
         results["throughput"] = bench_throughput(tier)
+        calibrate("after throughput", points)
     if "threads" in sections:
         results["threads"] = bench_threads(tier)
+        calibrate("after threads", points)
     if "memory" in sections:
         results["memory"] = bench_memory(tier)
+        calibrate("after memory", points)
     if "mesa" in sections:
         results["mesa"] = bench_mesa(tier)
+        calibrate("after mesa", points)
     if "human" in sections:
         kernels = ("parallel", "sequential") if args.human_sequential else ("parallel",)
         results["human"] = bench_human(tier if tier.human_years > 0 else TIERS["default"], kernels)
+        calibrate("after human", points)
     try:
         import numba
 
