@@ -5,7 +5,8 @@
   periodic sizes that are not multiples of 3), and the stripes and colour
   classes the kernel walks cover every site once.
 - The counter stream: the kernel's split form equals ``counter_uniform``.
-- The screens: the sparse and the dense one pass the same sites with the same draws.
+- The screens: the sparse and the dense one pass the same sites with the same draws; the
+  column marks of a crowded line say exactly which dividing cells have room.
 - Rules that the update order could break: a daughter does not act in the
   step it is born; the empty-site counters that the chunks merge match a
   recount; cells reach the blood and lodge in both placement modes.
@@ -153,6 +154,36 @@ def test_sparse_and_dense_screens_pass_the_same_sites(occupancy):
                        np.zeros(line_len, dtype=np.uint64))
             np.testing.assert_array_equal(passed[:k], np.flatnonzero(rule), err_msg=screen.__name__)
             np.testing.assert_array_equal(passed_bits[:k], bits[rule], err_msg=screen.__name__)
+
+
+@pytest.mark.parametrize("dims, size", [(2, 20), (3, 9)])
+def test_free_columns_say_whether_a_progenitor_daughter_has_room(dims, size):
+    """cols[x-1] | cols[x] | cols[x+1] is 1 exactly when an occupied site off the edges has an empty,
+    non-niche Moore neighbour (the fast "must wait" test of crowded lines)."""
+    rng = np.random.default_rng(dims)
+    n = size**dims
+    offsets = neighbour_offsets(dims, "moore")
+    strides = np.array([1, size, size * size])[:dims]
+    answers = [0, 0]
+    for empty_fraction in (0.02, 0.2):
+        ctype = np.where(rng.random(n) < empty_fraction, EMPTY, 2).astype(np.int8)
+        niche = (rng.random(n) < 0.3).astype(np.uint8)
+        cols = np.zeros(size, dtype=np.uint8)
+        for line in range(n // size):
+            coords = [(line * size // s) % size for s in strides[1:]]  # y (and z) of the line
+            if any(c in (0, size - 1) for c in coords):
+                continue
+            row = line * size
+            parallel.free_columns(row, size, dims, ctype, niche, cols)
+            for x in range(1, size - 1):
+                i = row + x
+                if ctype[i] == EMPTY:
+                    continue
+                nbrs = i + offsets[:, :dims] @ strides
+                room = bool(np.any((ctype[nbrs] == EMPTY) & (niche[nbrs] == 0)))
+                assert bool(cols[x - 1] | cols[x] | cols[x + 1]) == room, (line, x)
+                answers[room] += 1
+    assert min(answers) > 0, answers  # both answers occurred
 
 
 # ----------------------------------------------------------------------------------
