@@ -209,8 +209,8 @@ def log(msg: str) -> None:
 CALIBRATION_BYTES = 2**20  # one byte per "site", like the kernels' type array; stays in the L2 cache
 
 
-def _calibration_loop():
-    from numba import njit
+def _calibration_loops():
+    from numba import njit, prange
 
     @njit(cache=False)
     def loop(ctype, rounds):
@@ -227,7 +227,15 @@ def _calibration_loop():
                     acc += 2
         return acc
 
-    return loop
+    @njit(cache=False, parallel=True)
+    def on_threads(copies, rounds):
+        """The same loop on each row of ``copies`` at once, one row per thread."""
+        acc = 0
+        for k in prange(copies.shape[0]):
+            acc += loop(copies[k], rounds)
+        return acc
+
+    return loop, on_threads
 
 
 def calibrate(label: str, points: list, repeats: int = 3) -> None:
@@ -241,17 +249,34 @@ def calibrate(label: str, points: list, repeats: int = 3) -> None:
     than the loop (30-38 ms). Loops bound by one long dependency chain
     (a hash chain in the L2 cache: 0.25) or by memory (random reads in 128 MB:
     0.7) followed the step less well.
+
+    The same loop is then run on every Numba thread at once, one copy each
+    (``threads_seconds``). Where the threads have a core each this takes
+    about as long as one loop; where the host has put two virtual CPUs on
+    one physical core (hyperthreads) it takes longer, and so do the parallel
+    kernel's multi-thread numbers. ``thread_throughput`` = threads x one
+    loop's time / that time: the speed-up the threads can give right now.
     """
+    import numba
+
     if not _CALIBRATION:  # compile and warm up once per process
-        _CALIBRATION["loop"] = _calibration_loop()
-    loop = _CALIBRATION["loop"]
-    best = math.inf
+        _CALIBRATION["loop"], _CALIBRATION["on_threads"] = _calibration_loops()
+    loop, on_threads = _CALIBRATION["loop"], _CALIBRATION["on_threads"]
+    data = np.random.default_rng(1).integers(0, 8, CALIBRATION_BYTES).astype(np.int8)
+    threads = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)  # every thread (the default; a section may have left fewer)
+    best, best_threads = math.inf, math.inf
     for _ in range(repeats):
-        ctype = np.random.default_rng(1).integers(0, 8, CALIBRATION_BYTES).astype(np.int8)
+        ctype = data.copy()
         start = time.perf_counter()
         loop(ctype, 8)
         best = min(best, time.perf_counter() - start)
-    points.append({"label": label, "seconds": best})
+        copies = np.tile(data, (threads, 1))
+        start = time.perf_counter()
+        on_threads(copies, 8)
+        best_threads = min(best_threads, time.perf_counter() - start)
+    points.append({"label": label, "seconds": best, "threads": threads, "threads_seconds": best_threads,
+                   "thread_throughput": threads * best / best_threads})
 
 
 _CALIBRATION: dict = {}
@@ -645,11 +670,14 @@ def report(results: dict) -> str:
                  f"{(m['memory_bytes'] or 0) / 2**30:.1f} GiB; numba {m['versions']['numba']} "
                  f"({results.get('threading_layer')}, {m['numba_threads']} threads); "
                  f"load {results['load_before']} -> {results['load_after']}")
-    cal = [p["seconds"] for p in results.get("calibration", {}).get("points", [])]
+    points = results.get("calibration", {}).get("points", [])
+    cal = [p["seconds"] for p in points]
     if cal:
         lines.append("machine speed: the fixed calibration loop took "
                      + ", ".join(f"{1e3 * c:.0f}" for c in cal)
-                     + f" ms at the start and after each section (slowest / fastest {max(cal) / min(cal):.2f})")
+                     + f" ms at the start and after each section (slowest / fastest {max(cal) / min(cal):.2f});"
+                     + f" on {points[0]['threads']} threads at once it gave "
+                     + ", ".join(f"{p['thread_throughput']:.2f}x" for p in points) + " the throughput of one")
     if "compile" in results:
         lines.append("\nstart-up (fresh process, seconds: import + set-up + first step; process wall)")
         for kernel, c in results["compile"].items():
@@ -784,7 +812,8 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
     results["calibration"] = {
         "what": "seconds of a fixed one-thread loop (byte reads, data-dependent branches and writes over "
                 f"{CALIBRATION_BYTES >> 20} MB), best of 3, timed at the start and after each section: the machine's "
-                "speed at that moment (lower is faster; see calibrate())",
+                "speed at that moment (lower is faster); and the same loop on every thread at once "
+                "(threads_seconds, thread_throughput: the speed-up the threads could give then; see calibrate())",
         "points": points}
     calibrate("start", points)
     if "compile" in sections:
