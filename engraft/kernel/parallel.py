@@ -595,25 +595,16 @@ def sweep_chunk(
                     if use_cols and not for_hsc and 0 < x < last:
                         if (cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]) == 0:
                             continue  # no room: the division waits
-                    if inner_yz and 0 < x < last:
-                        # off the edges: count first (no stores; on a crowded lattice most
-                        # divisions find no room), then walk to the chosen free neighbour
-                        n_free = 0
+                    # the free neighbours a daughter may take, listed branch-free; the choice
+                    # is one of them, uniformly
+                    n_free = 0
+                    if inner_yz and 0 < x < last:  # off the edges: fixed index offsets
                         for nb in range(n_neighbours):
-                            uj = uint64(i + deltas[nb])
+                            j = i + deltas[nb]
+                            scratch_nb[k, n_free] = j
+                            uj = uint64(j)
                             n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                        if n_free == 0:
-                            continue  # no room: the division waits
-                        r = int(site_uniform(bases[D_TARGET], i) * n_free)
-                        for nb in range(n_neighbours):
-                            uj = uint64(i + deltas[nb])
-                            if (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0)):
-                                if r == 0:
-                                    target = i + deltas[nb]
-                                    break
-                                r -= 1
                     else:  # at an edge: wrap (periodic) or skip (closed) each neighbour
-                        n_free = 0
                         for nb in range(n_neighbours):
                             nx = x + offsets[nb, 0]
                             ny = y + offsets[nb, 1]
@@ -638,9 +629,9 @@ def sweep_chunk(
                             scratch_nb[k, n_free] = j
                             uj = uint64(j)  # not negative: no index fix-up
                             n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                        if n_free == 0:
-                            continue  # no room: the division waits
-                        target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
+                    if n_free == 0:
+                        continue  # no room: the division waits
+                    target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
                 if hsc:
                     dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
                     df = f & ~QUIESCENT
