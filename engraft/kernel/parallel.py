@@ -105,8 +105,8 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "free_columns",
-           "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "site_uniform", "step_base",
-           "stripe_classes", "stripes"]
+           "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes", "site_uniform",
+           "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -360,6 +360,17 @@ def draw_event(cum, t, h, g, u):
 
 
 @njit(**JIT)
+def screen_passes(bits, t, on_niche, hsc_type, thresholds):
+    """Whether a site of cell type ``t`` (EMPTY: -1) with event draw ``bits`` passes the screen.
+
+    ``bits < thresholds[t + 1]`` is ``u < p`` for the type's largest event
+    probability; an HSC off a niche always passes (it loses affinity every
+    step). Branch-free, with an unsigned index.
+    """
+    return (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (on_niche == 0))
+
+
+@njit(**JIT)
 def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, draws):
     """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
 
@@ -384,7 +395,7 @@ def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passe
         bits = draws[q]
         passed[uint64(n)] = q
         passed_bits[uint64(n)] = bits
-        n += (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (niche[i] == 0))
+        n += screen_passes(bits, t, niche[i], hsc_type, thresholds)
     return n
 
 
@@ -410,7 +421,7 @@ def screen_line_sparse(start, line_len, base, ctype, niche, hsc_type, thresholds
         bits = splitmix64(base ^ i) >> uint64(11)
         passed[uint64(n)] = q
         passed_bits[uint64(n)] = bits
-        n += (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (niche[i] == 0))
+        n += screen_passes(bits, t, niche[i], hsc_type, thresholds)
     return n
 
 
