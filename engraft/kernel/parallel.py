@@ -74,7 +74,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from engraft.kernel.jit import JIT, PARALLEL_JIT
-from engraft.kernel.rng import splitmix64
+from engraft.kernel.rng import U53, splitmix64
 from engraft.kernel.sequential import (
     C_EMPTY,
     E_ACTIVATE,
@@ -99,6 +99,7 @@ from engraft.kernel.sequential import (
     place,
     record_exit,
     screen_probabilities,
+    screen_thresholds,
     shuffle_prefix,
     transgene_state,
     vacate,
@@ -138,7 +139,6 @@ D_EVENT, D_TYPE, D_TYPE2, D_TARGET = 0, 1, 2, 3
 D_SERIAL = 4
 N_VISIT_DRAWS = 4
 
-_U53 = 1.0 / 9007199254740992.0  # 2**-53
 _STEP_MIX = 0x100000001B3  # as in engraft.kernel.rng.counter_uniform
 
 
@@ -154,7 +154,7 @@ def step_base(key, step, draw):
 @njit(**JIT)
 def site_uniform(base, site):
     """``counter_uniform(key, step, site, draw)`` given ``base = step_base(key, step, draw)``."""
-    return float(splitmix64(uint64(base) ^ uint64(site)) >> uint64(11)) * _U53
+    return float(splitmix64(uint64(base) ^ uint64(site)) >> uint64(11)) * U53
 
 
 @njit(**JIT)
@@ -561,7 +561,7 @@ def sweep_chunk(
                             divs[i] = tint[hsc_diff_type, T_MAX_DIV]
                             affinity[i] = 0.0
                             continue
-                u = float(passed_bits[qq]) * _U53  # site_uniform(b_event, i)
+                u = float(passed_bits[qq]) * U53  # site_uniform(b_event, i)
                 p = p_any[t, h, g]
                 if u >= p:
                     continue
@@ -711,10 +711,7 @@ def run_steps(
         deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
     # screening thresholds per cell type + 1: ceil(p 2**53) of screen_probabilities (empty
     # sites never pass)
-    p_screen = screen_probabilities(tint, p_any)
-    thresholds = np.zeros(p_screen.shape[0], dtype=np.uint64)
-    for t in range(p_screen.shape[0]):
-        thresholds[t] = uint64(np.ceil(p_screen[t] * 9007199254740992.0))
+    thresholds = screen_thresholds(screen_probabilities(tint, p_any))
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)

@@ -18,7 +18,8 @@ from numba import njit, uint64
 
 from engraft.kernel.jit import JIT
 
-_U53 = 1.0 / 9007199254740992.0  # 2**-53
+#: 2**-53: 53 random bits times U53 is a double uniform on [0, 1)
+U53 = 1.0 / 9007199254740992.0
 
 
 @njit(**JIT)
@@ -27,9 +28,13 @@ def _rotl(x, k):
 
 
 @njit(**JIT)
-def next_u64(state):
-    """Advance a xoshiro256** state (uint64[4]) and return 64 random bits."""
-    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+def xoshiro_step(s0, s1, s2, s3):
+    """One xoshiro256** step on a state held in four variables: ``(bits, s0, s1, s2, s3)``.
+
+    For loops that draw many numbers: the state stays in registers, where
+    :func:`next_u64` must store it to its array (which the compiler cannot
+    tell apart from the loop's other arrays) after every draw.
+    """
     result = _rotl(s1 * uint64(5), 7) * uint64(9)
     t = s1 << uint64(17)
     s2 ^= s0
@@ -38,14 +43,20 @@ def next_u64(state):
     s0 ^= s3
     s2 ^= t
     s3 = _rotl(s3, 45)
-    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+    return result, s0, s1, s2, s3
+
+
+@njit(**JIT)
+def next_u64(state):
+    """Advance a xoshiro256** state (uint64[4]) and return 64 random bits."""
+    result, state[0], state[1], state[2], state[3] = xoshiro_step(state[0], state[1], state[2], state[3])
     return result
 
 
 @njit(**JIT)
 def uniform(state):
     """A double uniform on [0, 1) with 53 random bits."""
-    return float(next_u64(state) >> uint64(11)) * _U53
+    return float(next_u64(state) >> uint64(11)) * U53
 
 
 @njit(**JIT)
@@ -78,7 +89,7 @@ def counter_uniform(key, step, site, draw):
     """Uniform on [0, 1) that depends only on (key, step, site, draw)."""
     h = splitmix64(key ^ splitmix64(uint64(step) * uint64(0x100000001B3) + uint64(draw)))
     h = splitmix64(h ^ uint64(site))
-    return float(h >> uint64(11)) * _U53
+    return float(h >> uint64(11)) * U53
 
 
 def seed_state(seed_sequence: np.random.SeedSequence) -> np.ndarray:

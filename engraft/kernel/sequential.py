@@ -4,7 +4,8 @@ One call advances the lattice and the circulating pool by ``n_steps`` steps.
 Per step (model page, section 4):
 
 1. Every site occupied at the start of the step is visited once, in a fresh
-   uniformly random order (Mesa's ``shuffle_do`` semantics). Only a cell's own
+   uniformly random order (Mesa's ``shuffle_do`` semantics; visits that the
+   step's screening shows to have no effect are skipped: see *Speed*). Only a cell's own
    event removes it, so a listed site still holds its cell when visited;
    daughters born during the step are not visited until the next step.
 2. A visited HSC off a niche first loses affinity (times ``affinity_decay``);
@@ -21,17 +22,25 @@ Per step (model page, section 4):
    (rate ``death_rate``), or stays in the blood, in a random order so that
    competition for the last free niches is fair.
 
-Speed: the visit order is shuffled with its swaps prefetched in batches
-(the same permutation as the plain Fisher-Yates loop). Random order defeats
-the hardware prefetcher, so the kernel prefetches by hand: the cell type of
-the site visited ``2 * PREFETCH_AHEAD`` visits later, and the event draw of
-the visit ``PREFETCH_AHEAD`` visits later is made early (kept in a ring of
-``DRAW_RING``); only when that draw is below the largest event probability
-of the cell's type (``p_screen``; HSCs always) are the cell's other arrays
-and its neighbour rows prefetched, and at the visit such a cell is skipped
-before they are read. Each visit's event draw is still one uniform draw,
-independent of everything else, so the dynamics are exact; only the order
-in which the stream's numbers are used differs from drawing at the visit.
+Speed: a visit whose event draw says "no event" changes nothing, and only a
+cell's own visit changes its site, so which cells will have nothing to do is
+known at the start of the step. Each occupied site first gets its
+*screening trial*, in site order (memory read in sequence): its event draw
+``u`` is below the largest event probability of its cell type
+(``p_screen``: :func:`screen_probabilities`), or it is an HSC off a niche
+(which acts every step). Only the cells that pass are shuffled and visited;
+the others would have been visited without effect. Given that it passed, a
+cell's event draw is uniform below ``p_screen``, so the visit draws it as
+``p_screen * u'`` with a fresh ``u'`` (an HSC off a niche: ``u'``). A random
+order of all cells restricted to those that pass is a random order of those
+that pass, and their draws are independent uniforms as before: the dynamics
+are exactly the random sequential update's; only the use of the random
+stream differs from drawing every cell's number at its visit. On a fully
+occupied lattice about a fifth of the cells pass, on the burned-in marrow
+fewer. The visit order is shuffled with its swaps prefetched in batches (the
+same permutation as the plain Fisher-Yates loop), and since a random order
+defeats the hardware prefetcher, each visit prefetches the arrays and
+neighbour rows of the cell visited ``PREFETCH_AHEAD`` visits later.
 Neighbours wrap without integer division.
 
 Mature output is not simulated here: each exit is counted in ``exits``
@@ -42,11 +51,11 @@ expression units) and :mod:`engraft.tally` turns the counts into blood.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from engraft.kernel.jit import JIT
 from engraft.kernel.prefetch import prefetch
-from engraft.kernel.rng import randbelow, uniform
+from engraft.kernel.rng import randbelow, uniform, xoshiro_step
 
 # cell flags
 GRAFT = np.uint8(1)
@@ -68,9 +77,6 @@ E_DIVIDE, E_DIE, E_ACTIVATE, E_EGRESS, E_SILENCE = 0, 1, 2, 3, 4
 
 #: visits between the prefetch of a site's data and its visit (~100 ns of memory latency)
 PREFETCH_AHEAD = 8
-#: ring of event draws made ahead (a power of 2 above PREFETCH_AHEAD), and its mask
-DRAW_RING = 16
-DRAW_MASK = DRAW_RING - 1
 #: Fisher-Yates swaps whose targets are drawn, and prefetched, before they are made
 SHUFFLE_BATCH = 32
 
@@ -116,6 +122,19 @@ def screen_probabilities(tint, p_any):
             for g in range(p_any.shape[2]):
                 p_screen[t + 1] = max(p_screen[t + 1], p_any[t, h, g])
     return p_screen
+
+
+@njit(**JIT)
+def screen_thresholds(p_screen):
+    """``ceil(p 2**53)`` of each screening probability (uint64), for the integer screen.
+
+    For 53 random bits ``b`` (``u = b 2**-53``), ``u < p`` exactly when ``b <
+    ceil(p 2**53)``: the kernels screen on the bits, without a conversion.
+    """
+    thresholds = np.zeros(p_screen.shape[0], dtype=np.uint64)
+    for t in range(p_screen.shape[0]):
+        thresholds[t] = uint64(np.ceil(p_screen[t] * 9007199254740992.0))
+    return thresholds
 
 
 @njit(**JIT)
@@ -352,55 +371,61 @@ def run_steps(
     deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
     for nb in range(n_neighbours):
         deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
-    # screening probability per cell type + 1 (0 for empty); HSCs always pass (whether
-    # one sits on a niche is not known before its visit)
+    # screening probability per cell type + 1 (0 for empty; an HSC: on a niche), its
+    # integer threshold, and whether the type is an HSC (off a niche it always acts);
+    # unsigned indices below: no negative-index fix-ups in the screening loop
     p_screen = screen_probabilities(tint, p_any)
+    thresholds = screen_thresholds(p_screen)
+    is_hsc = np.zeros(tint.shape[0] + 1, dtype=np.uint8)
     for t in range(tint.shape[0]):
-        if tint[t, T_IS_HSC] != 0:
-            p_screen[t + 1] = 2.0
-    ahead_u = np.empty(DRAW_RING, dtype=np.float64)
+        is_hsc[t + 1] = tint[t, T_IS_HSC] != 0
 
     for step in range(n_steps):
-        # --- 1. the sites occupied now, in a fresh random order ---------------------
+        # --- 1. the cells with something to do, in a fresh random order --------------
         m = 0
         for i in range(n_sites):
             order[m] = i  # branch-free: kept only if occupied
             m += ctype[i] != EMPTY
         if pool_n[0] + m > capacity:
             return step
-        shuffle_prefix(order, m, state)
+        # a cell's screening trial: whether its event draw is below p_screen of its type
+        # (an HSC off a niche always passes); only its own visit changes its site, so the
+        # trial gives the same answer at the start of the step as at the visit
+        # (the draws of uniform(state), with the state in registers)
+        n = 0
+        s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+        for k in range(m):
+            bits, s0, s1, s2, s3 = xoshiro_step(s0, s1, s2, s3)
+            i = uint64(order[uint64(k)])
+            t1 = uint64(ctype[i] + 1)
+            order[uint64(n)] = i  # branch-free, in place (n <= k)
+            n += ((bits >> uint64(11)) < thresholds[t1]) | (is_hsc[t1] > niche[i])
+        state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+        shuffle_prefix(order, n, state)
 
-        for j in range(min(PREFETCH_AHEAD, m)):
-            ahead_u[j] = uniform(state)
-        for j in range(min(2 * PREFETCH_AHEAD, m)):
-            prefetch(ctype, order[j])
-        for j in range(m):
-            if j + 2 * PREFETCH_AHEAD < m:
-                prefetch(ctype, order[j + 2 * PREFETCH_AHEAD])
-            ja = j + PREFETCH_AHEAD
-            if ja < m:
-                # the event draw of a later visit, made now: if it says no event for
-                # that cell's type, its other data is never needed
-                ua = uniform(state)
-                ahead_u[ja & DRAW_MASK] = ua
-                ahead = order[ja]
-                if ua < p_screen[ctype[ahead] + 1]:
-                    prefetch(flags, ahead)
-                    prefetch(vcn, ahead)
-                    prefetch(niche, ahead)
-                    prefetch(divs, ahead)
-                    prefetch(clone, ahead)
-                    # the rows above and below hold most neighbours (a division reads them)
-                    if ahead >= row and ahead + row < n_sites:
-                        prefetch(ctype, ahead - row)
-                        prefetch(ctype, ahead + row)
-                        prefetch(niche, ahead - row)
-                        prefetch(niche, ahead + row)
+        for j in range(n):
+            if j + PREFETCH_AHEAD < n:
+                ahead = order[j + PREFETCH_AHEAD]
+                prefetch(ctype, ahead)
+                prefetch(flags, ahead)
+                prefetch(vcn, ahead)
+                prefetch(niche, ahead)
+                prefetch(divs, ahead)
+                prefetch(clone, ahead)
+                # the rows above and below hold most neighbours (a division reads them)
+                if ahead >= row and ahead + row < n_sites:
+                    prefetch(ctype, ahead - row)
+                    prefetch(ctype, ahead + row)
+                    prefetch(niche, ahead - row)
+                    prefetch(niche, ahead + row)
             i = order[j]
             t = ctype[i]
-            u = ahead_u[j & DRAW_MASK]
-            if u >= p_screen[t + 1]:
-                continue
+            # the event draw, given the screening trial passed: uniform below p_screen (an
+            # HSC off a niche passed whatever its draw, so its draw is uniform below 1)
+            ps = p_screen[t + 1]
+            if is_hsc[t + 1] > niche[i]:
+                ps = 1.0
+            u = uniform(state) * ps
             f = flags[i]
             v = vcn[i]
             g = transgene_state(v, f)
