@@ -6,7 +6,8 @@
   classes the kernel walks cover every site once.
 - The counter stream: the kernel's split form equals ``counter_uniform``.
 - The screens: the sparse and the dense one pass the same sites with the same draws; the
-  column marks of a crowded line say exactly which dividing cells have room.
+  column marks of a crowded line say exactly which dividing cells have room, and the
+  division thresholds only take draws that mean a division in every transgene state.
 - Rules that the update order could break: a daughter does not act in the
   step it is born; the empty-site counters that the chunks merge match a
   recount; cells reach the blood and lodge in both placement modes.
@@ -184,6 +185,42 @@ def test_free_columns_say_whether_a_progenitor_daughter_has_room(dims, size):
                 assert bool(cols[x - 1] | cols[x] | cols[x + 1]) == room, (line, x)
                 answers[room] += 1
     assert min(answers) > 0, answers  # both answers occurred
+
+
+@pytest.mark.parametrize("division_factor", [1.0, 0.5, 1.2])
+def test_division_thresholds_mark_draws_that_divide_in_every_state(division_factor):
+    """Below a progenitor type's threshold, the kernel's event rule (u < p_any, then the category of
+    u / p_any) says "divide" in every transgene state, and the threshold is the smallest p_any x
+    cum[..., 0] over the states, less at most a relative 1e-9 (the fast "division waits" test of
+    crowded lines); 0 for HSCs. Transduced cells dividing slower or faster make the states differ."""
+    from engraft.kernel.sequential import E_DIVIDE
+
+    exp = load_config(CONFIGS / "tiny.yaml", [f"transgene.fitness.division_factor={division_factor}"])
+    t = Simulation(exp, seed=0).tables
+    thr = parallel.division_thresholds(t.tint, t.p_any, t.cum)
+    n_checked = 0
+    for ct in range(t.tint.shape[0]):
+        if t.tint[ct, 0]:  # an HSC
+            assert thr[ct] == 0
+            continue
+        p_div = t.p_any[ct, 0, :] * t.cum[ct, 0, :, 0]
+        if p_div.min() == 0:
+            assert thr[ct] == 0
+            continue
+        assert 0 < thr[ct] / 2**53 <= p_div.min()
+        assert thr[ct] / 2**53 >= p_div.min() * (1 - 1.1e-9)
+        if division_factor != 1.0:
+            assert p_div.max() > p_div.min() * 1.01  # the states differ: the smallest one counts
+        below = np.unique(np.concatenate([np.arange(max(int(thr[ct]) - 1000, 0), int(thr[ct])),
+                                          np.random.default_rng(ct).integers(0, int(thr[ct]), 1000)]))
+        for g in range(t.p_any.shape[2]):
+            p = t.p_any[ct, 0, g]
+            for bits in below:
+                u = float(bits) * parallel.U53
+                assert u < p
+                assert parallel.draw_event(t.cum, ct, 0, g, u / p) == E_DIVIDE
+                n_checked += 1
+    assert n_checked > 0
 
 
 # ----------------------------------------------------------------------------------

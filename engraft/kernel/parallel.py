@@ -105,9 +105,9 @@ from engraft.kernel.sequential import (
     vacate,
 )
 
-__all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "free_columns",
-           "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes", "site_uniform",
-           "step_base", "stripe_classes", "stripes"]
+__all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "division_thresholds",
+           "free_columns", "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes",
+           "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -371,6 +371,29 @@ def screen_passes(bits, t, on_niche, hsc_type, thresholds):
 
 
 @njit(**JIT)
+def division_thresholds(tint, p_any, cum):
+    """Per cell type: event bits below which a progenitor's event is a division, in every state.
+
+    The event is a division (category 0) when ``u < p_any`` and ``u / p_any <
+    cum[..., 0]``, that is below ``p_any cum[..., 0]`` up to rounding; the
+    threshold is the smallest such product over the transgene states, less a
+    relative 1e-9 so that rounding can never cross it, as ``floor(p 2**53)``.
+    0 for HSCs (their state rows differ on and off a niche) and for types
+    that never divide.
+    """
+    n_types = tint.shape[0]
+    out = np.zeros(n_types, dtype=np.uint64)
+    for t in range(n_types):
+        if tint[t, T_IS_HSC] != 0:
+            continue
+        p = 1.0
+        for g in range(p_any.shape[2]):
+            p = min(p, p_any[t, 0, g] * cum[t, 0, g, 0])
+        out[t] = uint64(np.floor(p * (1.0 - 1e-9) * 9007199254740992.0))
+    return out
+
+
+@njit(**JIT)
 def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, draws):
     """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
 
@@ -456,7 +479,7 @@ def sweep_chunk(
     k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, thresholds, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
+    p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
 ):
@@ -476,7 +499,11 @@ def sweep_chunk(
     off a niche always passes). The second runs the rules on the sites that
     passed, skipping daughters born in this step (``mark``). Both see the
     same values: a visit changes only its site and its neighbours, never
-    another site of the colour.
+    another site of the colour. On a crowded line (``free_columns``), a
+    progenitor whose draw means a division in any transgene state
+    (:func:`division_thresholds`), with divisions left and no free column
+    around it, is passed over first, from its type, its division count and 3
+    bytes: such a division waits, as the full rules would find.
 
     The neighbour scan is written out here, once for both kinds of division,
     rather than called: a call with this many array arguments costs more
@@ -540,9 +567,15 @@ def sweep_chunk(
             for qq in range(n_passed):  # pass 2: the rules
                 x = x_first + 3 * passed[qq]
                 i = row + x
+                t = ctype[i]
+                if use_cols and passed_bits[qq] < div_thresholds[t] and 0 < x < last and divs[i] > 0:
+                    # a progenitor whose draw means a division in every transgene state, with
+                    # divisions left: with no room (free_columns), it waits, as below (or it
+                    # was born in this step: it would not act either)
+                    if (cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]) == 0:
+                        continue
                 if mark[i] == cur_mark:
                     continue  # born in this step: acts from the next one
-                t = ctype[i]
                 f = flags[i]
                 v = vcn[i]
                 g = transgene_state(v, f)
@@ -712,6 +745,7 @@ def run_steps(
     # screening thresholds per cell type + 1: ceil(p 2**53) of screen_probabilities (empty
     # sites never pass)
     thresholds = screen_thresholds(screen_probabilities(tint, p_any))
+    div_thresholds = division_thresholds(tint, p_any, cum)
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
@@ -760,7 +794,7 @@ def run_steps(
                         k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, bases, colour_order,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
+                        hsc_par, p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count,
                         stripe_start, stripe_n, stripe_slot0,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
@@ -770,7 +804,7 @@ def run_steps(
                     0, 0, n_t, sc, cur_mark, sparse, bases, colour_order,
                     ctype, flags, vcn, divs, clone, affinity, niche, mark,
                     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                    hsc_par, p_any, thresholds, cum, expr_weight, axis_first, axis_count,
+                    hsc_par, p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count,
                     stripe_start, stripe_n, stripe_slot0,
                     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                     push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
