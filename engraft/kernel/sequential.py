@@ -5,9 +5,10 @@ Per step (model page, section 4):
 
 1. Every site occupied at the start of the step is visited once, in a fresh
    uniformly random order (Mesa's ``shuffle_do`` semantics; visits that the
-   step's screening shows to have no effect are skipped: see *Speed*). Only a cell's own
-   event removes it, so a listed site still holds its cell when visited;
-   daughters born during the step are not visited until the next step.
+   step's screening shows to have no effect are skipped: see *Speed*). Only
+   a cell's own event removes it, so a listed site still holds its cell when
+   visited; daughters born during the step are not visited until the next
+   step.
 2. A visited HSC off a niche first loses affinity (times ``affinity_decay``);
    below ``affinity_min`` it commits in place to the HSC's differentiated type
    and has no other event this step.
@@ -390,8 +391,8 @@ def run_steps(
             return step
         # a cell's screening trial: whether its event draw is below p_screen of its type
         # (an HSC off a niche always passes); only its own visit changes its site, so the
-        # trial gives the same answer at the start of the step as at the visit
-        # (the draws of uniform(state), with the state in registers)
+        # trial gives the same answer at the start of the step as at the visit. The draws
+        # are those of uniform(state), with the state in registers.
         n = 0
         s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
         for k in range(m):
