@@ -248,7 +248,9 @@ def calibrate(label: str, points: list, repeats: int = 3) -> None:
     parallel-kernel step on one thread; the step varied more (6.8-13.4 ms)
     than the loop (30-38 ms). Loops bound by one long dependency chain
     (a hash chain in the L2 cache: 0.25) or by memory (random reads in 128 MB:
-    0.7) followed the step less well.
+    0.7) followed the step less well. It does not catch every slowdown: in
+    one run it stayed at 37-42 ms while that step took 8.7 ms, twice its
+    time a few minutes later.
 
     The same loop is then run on every Numba thread at once, one copy each
     (``threads_seconds``). Where the threads have a core each this takes

@@ -98,6 +98,7 @@ from engraft.kernel.sequential import (
     draw_category,
     place,
     record_exit,
+    screen_passes,
     screen_probabilities,
     screen_thresholds,
     shuffle_prefix,
@@ -106,7 +107,7 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "division_thresholds",
-           "free_columns", "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes",
+           "free_columns", "has_room", "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes",
            "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
@@ -360,17 +361,6 @@ def draw_event(cum, t, h, g, u):
 
 
 @njit(**JIT)
-def screen_passes(bits, t, on_niche, hsc_type, thresholds):
-    """Whether a site of cell type ``t`` (EMPTY: -1) with event draw ``bits`` passes the screen.
-
-    ``bits < thresholds[t + 1]`` is ``u < p`` for the type's largest event
-    probability; an HSC off a niche always passes (it loses affinity every
-    step). Branch-free, with an unsigned index.
-    """
-    return (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (on_niche == 0))
-
-
-@njit(**JIT)
 def division_thresholds(tint, p_any, cum):
     """Per cell type: event bits below which a progenitor's event is a division, in every state.
 
@@ -475,6 +465,13 @@ def free_columns(row, size, dims, ctype, niche, cols):
 
 
 @njit(**JIT)
+def has_room(cols, x):
+    """Whether a site at ``x`` off the x edges has a neighbour a progenitor daughter may take
+    (``cols`` of its line: :func:`free_columns`); 0 or 1."""
+    return cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]
+
+
+@njit(**JIT)
 def sweep_chunk(
     k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
@@ -572,7 +569,7 @@ def sweep_chunk(
                     # a progenitor whose draw means a division in every transgene state, with
                     # divisions left: with no room (free_columns), it waits, as below (or it
                     # was born in this step: it would not act either)
-                    if (cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]) == 0:
+                    if has_room(cols, x) == 0:
                         continue
                 if mark[i] == cur_mark:
                     continue  # born in this step: acts from the next one
@@ -637,7 +634,7 @@ def sweep_chunk(
                 if not placement_pool:
                     for_hsc = hsc and td == hsc_type
                     if use_cols and not for_hsc and 0 < x < last:
-                        if (cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]) == 0:
+                        if has_room(cols, x) == 0:
                             continue  # no room: the division waits
                     # the free neighbours a daughter may take, listed branch-free; the choice
                     # is one of them, uniformly

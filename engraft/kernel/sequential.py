@@ -139,6 +139,18 @@ def screen_thresholds(p_screen):
 
 
 @njit(**JIT)
+def screen_passes(bits, t, on_niche, hsc_type, thresholds):
+    """Whether a site of cell type ``t`` (EMPTY: -1) with event bits ``bits`` passes the screen.
+
+    ``bits < thresholds[t + 1]`` (:func:`screen_thresholds`) is ``u < p`` for
+    the type's largest event probability; an HSC off a niche always passes
+    (it loses affinity every step). Branch-free, with an unsigned index. The
+    screening rule of both kernels.
+    """
+    return (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (on_niche == 0))
+
+
+@njit(**JIT)
 def transgene_state(vcn, flags):
     """0: no vector, 1: expressing, 2: silenced (engraft.rates NONE/EXPRESSING/SILENCED)."""
     if vcn == 0:
@@ -372,14 +384,10 @@ def run_steps(
     deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
     for nb in range(n_neighbours):
         deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
-    # screening probability per cell type + 1 (0 for empty; an HSC: on a niche), its
-    # integer threshold, and whether the type is an HSC (off a niche it always acts);
-    # unsigned indices below: no negative-index fix-ups in the screening loop
+    # screening probability per cell type + 1 (0 for empty; an HSC: on a niche) and its
+    # integer threshold
     p_screen = screen_probabilities(tint, p_any)
     thresholds = screen_thresholds(p_screen)
-    is_hsc = np.zeros(tint.shape[0] + 1, dtype=np.uint8)
-    for t in range(tint.shape[0]):
-        is_hsc[t + 1] = tint[t, T_IS_HSC] != 0
 
     for step in range(n_steps):
         # --- 1. the cells with something to do, in a fresh random order --------------
@@ -398,9 +406,8 @@ def run_steps(
         for k in range(m):
             bits, s0, s1, s2, s3 = xoshiro_step(s0, s1, s2, s3)
             i = uint64(order[uint64(k)])
-            t1 = uint64(ctype[i] + 1)
             order[uint64(n)] = i  # branch-free, in place (n <= k)
-            n += ((bits >> uint64(11)) < thresholds[t1]) | (is_hsc[t1] > niche[i])
+            n += screen_passes(bits >> uint64(11), ctype[i], niche[i], hsc_type, thresholds)
         state[0], state[1], state[2], state[3] = s0, s1, s2, s3
         shuffle_prefix(order, n, state)
 
@@ -424,7 +431,7 @@ def run_steps(
             # the event draw, given the screening trial passed: uniform below p_screen (an
             # HSC off a niche passed whatever its draw, so its draw is uniform below 1)
             ps = p_screen[t + 1]
-            if is_hsc[t + 1] > niche[i]:
+            if t == hsc_type and niche[i] == 0:
                 ps = 1.0
             u = uniform(state) * ps
             f = flags[i]
