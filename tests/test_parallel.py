@@ -5,7 +5,8 @@
   periodic sizes that are not multiples of 3), and the stripes and colour
   classes the kernel walks cover every site once.
 - The counter stream: the kernel's split form equals ``counter_uniform``.
-- The screens: the sparse and the dense one pass the same sites with the same draws; the
+- The screens: the sparse one and the stripe one (coarse bit sets, then the exact test)
+  pass the sites of the rule with their draws; the
   column marks of a crowded line say exactly which dividing cells have room, and the
   division thresholds only take draws that mean a division in every transgene state.
 - Rules that the update order could break: a daughter does not act in the
@@ -39,6 +40,7 @@ from scipy import stats
 
 from engraft import load_config
 from engraft.kernel import parallel
+from engraft.kernel.bits import pack_bytes, trailing_zeros
 from engraft.kernel.rng import counter_uniform
 from engraft.lattice import EMPTY, neighbour_offsets
 from engraft.simulation import Simulation
@@ -132,9 +134,15 @@ def test_split_counter_stream_equals_counter_uniform():
                     assert split == whole
 
 
+def _screen_rule(bits, t, niche, hsc_type, thresholds):
+    """What pass 1 must let through: the cell's draw is below its type's screening threshold, or it
+    is an HSC off a niche (never an empty site)."""
+    return (t != EMPTY) & ((bits < thresholds[t + 1]) | ((t == hsc_type) & (niche == 0)))
+
+
 @pytest.mark.parametrize("occupancy", [0.0, 0.1, 0.5, 1.0])
-def test_sparse_and_dense_screens_pass_the_same_sites(occupancy):
-    """The two screens give the same passing sites and draws, as the rule says, at any occupancy."""
+def test_sparse_screen_passes_the_sites_of_the_rule(occupancy):
+    """The sparse screen passes exactly the occupied sites the rule takes, with their draws."""
     rng = np.random.default_rng(3)
     n = 3 * 400 + 2
     ctype = np.where(rng.random(n) < occupancy, rng.integers(0, 4, n), EMPTY).astype(np.int8)
@@ -146,15 +154,97 @@ def test_sparse_and_dense_screens_pass_the_same_sites(occupancy):
     for start, line_len in ((0, 400), (1, 400), (2, 37)):
         sites = start + 3 * np.arange(line_len)
         bits = np.array([int(parallel.site_uniform(base, int(i)) * 2**53) for i in sites], dtype=np.uint64)
-        t = ctype[sites].astype(np.int64)
-        rule = (t != EMPTY) & ((bits < thresholds[t + 1]) | ((t == hsc_type) & (niche[sites] == 0)))
-        for screen in (parallel.screen_line, parallel.screen_line_sparse):
-            passed = np.full(line_len, -1, dtype=np.int64)
-            passed_bits = np.zeros(line_len, dtype=np.uint64)
-            k = screen(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits,
-                       np.zeros(line_len, dtype=np.uint64))
-            np.testing.assert_array_equal(passed[:k], np.flatnonzero(rule), err_msg=screen.__name__)
-            np.testing.assert_array_equal(passed_bits[:k], bits[rule], err_msg=screen.__name__)
+        rule = _screen_rule(bits, ctype[sites].astype(np.int64), niche[sites], hsc_type, thresholds)
+        passed = np.full(line_len, -1, dtype=np.int64)
+        passed_bits = np.zeros(line_len, dtype=np.uint64)
+        k = parallel.screen_line_sparse(start, line_len, base, ctype, niche, hsc_type, thresholds, passed,
+                                        passed_bits, np.zeros(line_len, dtype=np.uint64))
+        np.testing.assert_array_equal(passed[:k], np.flatnonzero(rule))
+        np.testing.assert_array_equal(passed_bits[:k], bits[rule])
+
+
+@pytest.mark.parametrize("occupancy", [0.5, 0.9, 1.0])
+def test_stripe_screen_passes_the_sites_of_the_rule(occupancy):
+    """The stripe screen (coarse bit sets, then the exact test per line) passes exactly the sites the
+    rule takes, with their draws; with the room test it leaves out exactly the passing progenitors
+    whose draw's coarse bits mean a division in every state, with divisions left, off the x edges
+    and with no free Moore neighbour (those divisions wait). Thresholds that are not multiples of the coarse
+    step put some draws in the coarse bucket of their threshold, where only the exact test decides;
+    a type past the 15 the byte tables hold takes every draw as a candidate."""
+    rng = np.random.default_rng(4)
+    size, n_rows = 130, 80  # 130 columns: three words a row, the last one partial
+    n = size * n_rows
+    types = np.array([0, 1, 2, 3, 16])
+    ctype = np.where(rng.random(n) < occupancy, rng.choice(types, n), EMPTY).astype(np.int8)
+    niche = (rng.random(n) < 0.2).astype(np.uint8)
+    divs = rng.integers(0, 3, n).astype(np.int8)
+    hsc_type = 0
+    step = 2 ** (53 - parallel.COARSE_BITS)
+    thresholds = np.zeros(18, dtype=np.uint64)  # types + 1
+    thresholds[[1, 2, 3, 4, 17]] = [2**52 + 12345, 37 * step + step // 2, 2**53, 5 * step + 1, 2**51 + 7]
+    div_thresholds = np.zeros(17, dtype=np.uint64)  # 0 for the HSC
+    div_thresholds[[1, 2, 3, 16]] = [11 * step + step // 3, 2**53 - 1, 5 * step, 2**50]
+    levels = parallel.coarse_levels(thresholds, div_thresholds)
+    base = parallel.step_base(np.uint64(7), 3, parallel.D_EVENT)
+    bits = np.array([int(parallel.site_uniform(base, i) * 2**53) for i in range(n)], dtype=np.uint64)
+    t = ctype.astype(np.int64)
+    rule = _screen_rule(bits, t, niche, hsc_type, thresholds)
+    coarse = bits >> np.uint64(53 - parallel.COARSE_BITS)
+    exact_only = (t >= 0) & (coarse == (thresholds[t + 1] >> np.uint64(53 - parallel.COARSE_BITS)))
+    assert exact_only.sum() > 10  # the coarse screen alone would be wrong on these
+
+    n_words = -(-size // 64)
+    flags = np.zeros(64 * n_words, dtype=np.uint8)
+    cand = np.zeros((n_rows, n_words), dtype=np.uint64)
+    wait = np.zeros_like(cand)
+    parallel.screen_stripe(0, n_rows, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait)
+    inner = parallel.site_words(np.arange(1, size - 1), n_words)
+    cols = np.zeros(64 * n_words, dtype=np.uint8)
+    colw = np.zeros(n_words, dtype=np.uint64)
+    passed = np.zeros(size, dtype=np.int64)
+    passed_bits = np.zeros(size, dtype=np.uint64)
+    left_out = 0
+    for y in range(1, n_rows - 1):
+        row = y * size
+        parallel.free_columns(row, size, 2, ctype, niche, cols)
+        parallel.pack_columns(cols, colw)
+        for x_first in range(3):
+            xs = np.arange(x_first, size, 3)
+            klass = parallel.site_words(xs, n_words)
+            i = row + xs
+            passes = rule[i]
+            room = np.array([parallel.has_room(cols, x) if 0 < x < size - 1 else 1 for x in xs])
+            waits = (bits[i] < div_thresholds[t[i]]) & (t[i] != EMPTY) & (divs[i] > 0) & (room == 0)
+            # the room test works on the coarse bits: it takes the draws whose coarse bucket lies
+            # wholly below the division threshold (the rest are left to the rules, which find the
+            # same), and never a draw at or above it; a type past the tables' 15 is left to the rules
+            wait_level = np.where(t[i] + 1 < 16, div_thresholds[t[i]] >> np.uint64(53 - parallel.COARSE_BITS), 0)
+            coarse_waits = waits & (coarse[i] < wait_level)
+            for use_room, expected in ((False, passes), (True, passes & ~coarse_waits)):
+                k = parallel.line_from_bits(row, x_first, n_words, base, cand[y], klass, wait[y], inner, colw,
+                                            use_room, ctype, niche, hsc_type, thresholds, passed, passed_bits)
+                np.testing.assert_array_equal(passed[:k], np.flatnonzero(expected), err_msg=str((y, x_first, use_room)))
+                np.testing.assert_array_equal(passed_bits[:k], bits[i][expected])
+            left_out += int((passes & coarse_waits).sum())
+    if occupancy == 1.0:
+        assert left_out > 0  # the room test had divisions to leave out
+
+
+@numba.njit
+def _trailing_zeros(v):
+    return trailing_zeros(v)  # an intrinsic: callable from compiled code only
+
+
+def test_bit_helpers_match_plain_python():
+    """pack_bytes gathers the low bit of each byte; trailing_zeros is the index of the lowest set bit."""
+    rng = np.random.default_rng(5)
+    for v in rng.integers(0, 2**63, 200, dtype=np.uint64):
+        v = np.uint64(v) | np.uint64(1 << 63) if v % 2 else np.uint64(v)
+        expected = sum(((int(v) >> (8 * j)) & 1) << j for j in range(8))
+        assert int(pack_bytes(v)) == expected
+        if v:
+            assert _trailing_zeros(v) == (int(v) & -int(v)).bit_length() - 1
+    assert _trailing_zeros(np.uint64(1 << 63)) == 63
 
 
 @pytest.mark.parametrize("dims, size", [(2, 20), (3, 9)])

@@ -71,8 +71,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, prange, uint8, uint64
 
+from engraft.kernel.bits import pack_bytes, trailing_zeros
 from engraft.kernel.jit import JIT, PARALLEL_JIT
 from engraft.kernel.rng import U53, splitmix64
 from engraft.kernel.sequential import (
@@ -106,9 +107,9 @@ from engraft.kernel.sequential import (
     vacate,
 )
 
-__all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "colour_of_sites", "counter_key", "division_thresholds",
-           "free_columns", "has_room", "make_workspace", "run_steps", "screen_line", "screen_line_sparse", "screen_passes",
-           "site_uniform", "step_base", "stripe_classes", "stripes"]
+__all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "coarse_levels", "colour_of_sites", "counter_key",
+           "division_thresholds", "free_columns", "has_room", "line_from_bits", "make_workspace", "run_steps",
+           "screen_line_sparse", "screen_passes", "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -117,10 +118,11 @@ MARK_PERIOD = 255
 #: lattices with fewer sites than this are swept on the calling thread (same result)
 PARALLEL_MIN_SITES = 1024
 #: below this fraction of occupied sites, a step screens each line's occupied sites only
-#: (:func:`screen_line_sparse`); above it, every site (:func:`screen_line`). The same sites
-#: pass either way. On the burned-in human marrow (12-17 % occupied) the sparse screen
-#: takes a step from 1.66 to 1.11 ms (1024^2, 2 threads, paired runs); on a fully
-#: occupied lattice it would be 1.27x slower than the dense one.
+#: (:func:`screen_line_sparse`); above it, every site of each stripe at once
+#: (:func:`screen_stripe`). The same sites pass either way. On the burned-in human marrow
+#: (12-17 % occupied) the sparse screen takes a step from 1.66 to 1.11 ms (1024^2, 2
+#: threads, paired runs); on a fully occupied lattice it would be 1.27x slower than a
+#: screen of every site.
 SPARSE_OCCUPANCY = 0.5
 #: a line with at least this many sites past the screen first marks the columns that have
 #: room for a daughter (:func:`free_columns`), so that most divisions on a crowded lattice
@@ -136,6 +138,9 @@ MIN_STRIPES = 8
 
 # the ``draw`` argument of counter_uniform, one per purpose of a visit
 D_EVENT, D_TYPE, D_TYPE2, D_TARGET = 0, 1, 2, 3
+#: bits of a draw the stripe screen compares (:func:`screen_row`): a site whose draw shares them
+#: with its type's threshold (one in 2**COARSE_BITS) is a candidate the exact screen may drop
+COARSE_BITS = 7
 #: draw index of the per-step serial stream (colour order, blood)
 D_SERIAL = 4
 N_VISIT_DRAWS = 4
@@ -283,11 +288,25 @@ class Workspace(NamedTuple):
     scratch_bits: np.ndarray  # (N_CHUNKS, longest line): their event draws (53 random bits)
     scratch_draws: np.ndarray  # (N_CHUNKS, longest line): the event draws of a whole line (sparse: its
     #                            occupied positions)
-    scratch_cols: np.ndarray  # (N_CHUNKS, size): per column, whether a line's neighbour rows hold a
-    #                           site a progenitor daughter may take (free_columns)
+    scratch_cols: np.ndarray  # (N_CHUNKS, 64 x words per row): per column, whether a line's neighbour
+    #                           rows hold a site a progenitor daughter may take (free_columns)
+    stripe_rows: np.ndarray  # (stripes + 1,): first row of each stripe (row: y in 2D, y + size z in 3D)
+    class_words: np.ndarray  # (axis classes, words per row): bit x set where column x is in the class
+    inner_words: np.ndarray  # (words per row,): bit x set for 0 < x < size - 1
+    scratch_colw: np.ndarray  # (N_CHUNKS, words per row): scratch_cols as bits
+    scratch_flags: np.ndarray  # (N_CHUNKS, 64 x words per row): one row's screen flags (screen_row)
+    scratch_cand: np.ndarray  # (N_CHUNKS, rows per stripe, words per row): the stripe's candidates
+    scratch_wait: np.ndarray  # (N_CHUNKS, rows per stripe, words per row): its sure divisions (screen_row)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
+
+
+def site_words(columns: np.ndarray, n_words: int) -> np.ndarray:
+    """The bit set (uint64 words, bit ``x % 64`` of word ``x // 64``) of the given columns."""
+    flags = np.zeros(64 * n_words, dtype=np.uint8)
+    flags[columns] = 1
+    return np.packbits(flags, bitorder="little").view("<u8").astype(np.uint64)
 
 
 def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: int) -> Workspace:
@@ -310,6 +329,10 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
         members = np.arange(colour, bounds.size - 1, 2)
         slot0[members] = np.concatenate([[0], np.cumsum(stripe_sites[members])[:-1]])
     push_capacity = int(max(stripe_sites[0::2].sum(), stripe_sites[1::2].sum()))
+    n_words = -(-size // 64)
+    rows_per_plane = size if dims == 3 else 1
+    rows_max = int(np.diff(bounds).max()) * rows_per_plane
+    class_words = np.stack([site_words(first[a] + 3 * np.arange(count[a]), n_words) for a in range(first.size)])
     return Workspace(
         mark=np.zeros(n_sites, dtype=np.uint8),
         axis_first=first,
@@ -333,7 +356,14 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
         scratch_line=np.zeros((N_CHUNKS, int(count.max())), dtype=np.int64),
         scratch_bits=np.zeros((N_CHUNKS, int(count.max())), dtype=np.uint64),
         scratch_draws=np.zeros((N_CHUNKS, int(count.max())), dtype=np.uint64),
-        scratch_cols=np.zeros((N_CHUNKS, size), dtype=np.uint8),
+        scratch_cols=np.zeros((N_CHUNKS, 64 * n_words), dtype=np.uint8),
+        stripe_rows=bounds * rows_per_plane,
+        class_words=class_words,
+        inner_words=site_words(np.arange(1, size - 1), n_words),
+        scratch_colw=np.zeros((N_CHUNKS, n_words), dtype=np.uint64),
+        scratch_flags=np.zeros((N_CHUNKS, 64 * n_words), dtype=np.uint8),
+        scratch_cand=np.zeros((N_CHUNKS, rows_max, n_words), dtype=np.uint64),
+        scratch_wait=np.zeros((N_CHUNKS, rows_max, n_words), dtype=np.uint64),
     )
 
 
@@ -384,43 +414,142 @@ def division_thresholds(tint, p_any, cum):
 
 
 @njit(**JIT)
-def screen_line(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, draws):
-    """Pass 1 over one line: write the positions ``q`` of the sites with something to do.
+def coarse_levels(thresholds, div_thresholds):
+    """The stripe screen's tables: per cell type + 1, the top :data:`COARSE_BITS` bits of the draw
+    at which a site may pass the screen, and below which a progenitor surely divides.
 
-    Site ``start + 3 q`` passes if its event draw ``u = site_uniform(base,
-    site)`` is below its cell type's screening probability: the largest
-    ``p_any`` over the states the type can have here (on a niche, for an
-    HSC). Pass 2 tests the exact one with the same ``u``, so screening never
-    changes a result. An HSC off a niche always passes (it loses affinity
-    every step). ``u < p`` is tested exactly as ``(bits >> 11) < ceil(p
-    2**53)`` (``thresholds``, indexed by cell type + 1: 0 for empty sites);
-    the bits of the sites that pass go to ``passed_bits``. The draws of the
-    whole line are made first, in a loop of their own (``draws``), which the
-    compiler vectorises; the screen itself is branch-free, with unsigned
-    indices (no negative-index fix-ups).
+    Returns uint64[4]: candidate levels of types + 1 = 0..7 (one byte each, entry ``t + 1`` in
+    byte ``(t + 1) % 8``), the same for 8..15, then the division levels likewise. With ``c`` the
+    top bits of a site's 53 event bits ``b``: ``b < thresholds[t + 1]`` implies ``c <
+    candidate level``, and ``c < division level`` implies ``b < div_thresholds[t]``
+    (:func:`screen_row`). Types from 15 on have candidate level ``2**COARSE_BITS`` (every draw
+    is a candidate) and division level 0.
     """
-    for q in range(line_len):  # the draws alone: a loop the compiler vectorises
-        draws[q] = splitmix64(base ^ uint64(start + 3 * q)) >> uint64(11)
+    words = np.zeros(4, dtype=np.uint64)
+    shift = uint64(53 - COARSE_BITS)
+    for t1 in range(min(thresholds.shape[0], 16)):
+        th = thresholds[t1]
+        cand = uint64(0) if th == 0 else ((th - uint64(1)) >> shift) + uint64(1)  # at most 2**COARSE_BITS
+        wait = uint64(0) if t1 == 0 else div_thresholds[t1 - 1] >> shift
+        byte = uint64(8 * (t1 % 8))
+        words[t1 // 8] |= cand << byte
+        words[2 + t1 // 8] |= wait << byte
+    return words
+
+
+@njit(**JIT)
+def screen_row(row, size, base, ctype, niche, divs, hsc_type, levels, flags):
+    """The stripe screen of one row of sites, ``row .. row + size - 1``: a flag byte per site.
+
+    Bit 0, *candidate*: the site may pass the screen (:func:`screen_passes`):
+    the top :data:`COARSE_BITS` of its event draw are below its type's
+    candidate level, or it is an HSC off a niche. Every site that passes is a
+    candidate; a few more (their draw shares its top bits with the threshold)
+    are dropped by the exact test when their line is visited.
+
+    Bit 1, *sure division*: a progenitor with divisions left whose draw's top
+    bits are below its type's division level: its event is a division in
+    every transgene state (as for :func:`division_thresholds`, of which this
+    is a part).
+
+    One branch-free loop that the compiler vectorises: the draw is hashed in
+    place and the levels of a type are a byte of a word (:func:`coarse_levels`),
+    picked by a shift rather than a table read. A site's type, divisions and
+    niche change only when the site itself is visited (or, when empty, take
+    a daughter, which waits for the next step), so flags computed before a
+    stripe's sweep hold for each site until its visit.
+    """
+    r = uint64(row)
+    b = uint64(base)
+    hsc1 = uint64(hsc_type + 1)
+    top = uint64(64 - COARSE_BITS)
+    c_lo, c_hi, w_lo, w_hi = levels[0], levels[1], levels[2], levels[3]
+    for x in range(size):
+        ux = uint64(x)
+        i = r + ux
+        c = splitmix64(b ^ i) >> top  # the top bits of site_uniform(base, i)
+        t1 = uint64(ctype[i] + 1)  # 0: empty
+        byte = (t1 & uint64(7)) << uint64(3)
+        low = t1 < uint64(8)
+        known = t1 < uint64(16)
+        cand_level = ((c_lo if low else c_hi) >> byte) & uint64(255)
+        wait_level = ((w_lo if low else w_hi) >> byte) & uint64(255)
+        cand = ((c < cand_level) & known) | (not known) | ((t1 == hsc1) & (niche[i] == 0))
+        wait = (c < wait_level) & known & (divs[i] > 0)
+        flags[ux] = uint8(cand) | (uint8(wait) << uint8(1))
+
+
+@njit(**JIT)
+def screen_stripe(r_lo, r_hi, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait):
+    """Screen rows ``r_lo .. r_hi - 1`` of a stripe into bit sets: ``cand[r - r_lo]`` and
+    ``wait[r - r_lo]`` hold the two flags of :func:`screen_row` for row ``r``, one word per 64
+    sites (the bits past ``size`` are 0)."""
+    v = flags.view(np.uint64)  # 8 flag bytes a read; past size they stay 0
+    n_words = cand.shape[1]
+    for r in range(r_lo, r_hi):
+        screen_row(r * size, size, base, ctype, niche, divs, hsc_type, levels, flags)
+        rl = r - r_lo
+        for w in range(n_words):
+            c = uint64(0)
+            d = uint64(0)
+            for j in range(8):
+                b = v[8 * w + j]
+                c |= pack_bytes(b) << uint64(8 * j)
+                d |= pack_bytes(b >> uint64(1)) << uint64(8 * j)
+            cand[rl, w] = c
+            wait[rl, w] = d
+
+
+@njit(**JIT)
+def line_from_bits(row, x_first, n_words, base, cand, klass, wait, inner, colw, use_room, ctype, niche, hsc_type,
+                   thresholds, passed, passed_bits):
+    """The sites of one line that pass the screen, from its stripe's bit sets: as
+    :func:`screen_line_sparse` writes them (positions ``q``, ``x = x_first + 3 q``, in increasing
+    order, and their event bits).
+
+    The line's sites are ``cand & klass`` (its axis class). With ``use_room``
+    (``colw``: the line's free columns as bits, :func:`free_columns`), a sure
+    division off the x edges (``inner``) with no free column around it is
+    left out first: its division waits (:func:`has_room`). The rest get the
+    exact screen, on their full event draw.
+    """
+    b = uint64(base)
     n = 0
-    for q in range(line_len):
-        i = uint64(start + 3 * q)
-        t = ctype[i]
-        bits = draws[q]
-        passed[uint64(n)] = q
-        passed_bits[uint64(n)] = bits
-        n += screen_passes(bits, t, niche[i], hsc_type, thresholds)
+    for w in range(n_words):
+        act = cand[w] & klass[w]
+        if use_room:
+            c = colw[w]
+            left = c << uint64(1)  # bit x: column x - 1
+            right = c >> uint64(1)  # bit x: column x + 1
+            if w > 0:
+                left |= colw[w - 1] >> uint64(63)
+            if w + 1 < n_words:
+                right |= colw[w + 1] << uint64(63)
+            act &= ~(wait[w] & inner[w] & ~(c | left | right))
+        while act != 0:
+            x = 64 * w + trailing_zeros(act)
+            act &= act - uint64(1)
+            i = uint64(row + x)
+            bits = splitmix64(b ^ i) >> uint64(11)
+            passed[uint64(n)] = (x - x_first) // 3
+            passed_bits[uint64(n)] = bits
+            n += screen_passes(bits, ctype[i], niche[i], hsc_type, thresholds)
     return n
 
 
 @njit(**JIT)
 def screen_line_sparse(start, line_len, base, ctype, niche, hsc_type, thresholds, passed, passed_bits, occupied):
-    """:func:`screen_line` for a sparse lattice: the same sites pass, with the same draws.
+    """Pass 1 over one line of a sparse lattice: write the positions ``q`` of the sites with
+    something to do, and their event bits.
 
-    A first branch-free pass lists the line's occupied positions in
-    ``occupied`` (one byte read per site); only those sites are drawn and
-    screened, so an empty site costs no hash. An empty site never passes
-    :func:`screen_line` (its threshold is 0 and it is no HSC), so both give
-    the same ``passed`` and ``passed_bits``, in the same order.
+    Site ``start + 3 q`` passes :func:`screen_passes` with its event draw
+    ``site_uniform(base, site)``. A first branch-free pass lists the line's
+    occupied positions in ``occupied`` (one byte read per site); only those
+    sites are drawn and screened, so an empty site costs no hash (an empty
+    site never passes: its threshold is 0 and it is no HSC). The passing
+    sites go to ``passed`` in increasing ``q``, their 53 event bits to
+    ``passed_bits``: what :func:`line_from_bits` writes for the same line
+    without its room test.
     """
     m = 0
     for q in range(line_len):
@@ -465,6 +594,18 @@ def free_columns(row, size, dims, ctype, niche, cols):
 
 
 @njit(**JIT)
+def pack_columns(cols, colw):
+    """``cols`` (0/1 bytes, zero past the lattice's size) as bits: ``colw[w]`` bit ``j`` is
+    ``cols[64 w + j]``."""
+    v = cols.view(np.uint64)
+    for w in range(colw.shape[0]):
+        c = uint64(0)
+        for j in range(8):
+            c |= pack_bytes(v[8 * w + j]) << uint64(8 * j)
+        colw[w] = c
+
+
+@njit(**JIT)
 def has_room(cols, x):
     """Whether a site at ``x`` off the x edges has a neighbour a progenitor daughter may take
     (``cols`` of its line: :func:`free_columns`); 0 or 1."""
@@ -476,9 +617,11 @@ def sweep_chunk(
     k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
+    p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n,
+    stripe_slot0,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
+    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait,
 ):
     """Visit the sites of stripes ``t_lo .. t_hi-1`` of one stripe colour (chunk ``k``).
 
@@ -489,18 +632,26 @@ def sweep_chunk(
     Writes go to the sites of the stripes and their neighbours, and to chunk
     ``k``'s own tallies, pending slots and scratch rows only.
 
-    Each line takes two passes. The first, without branches, screens out
-    the sites with nothing to do: empty, or a cell whose event draw says no
-    event in any state its type can have there (:func:`screen_line`, or
-    :func:`screen_line_sparse` when ``sparse``: the same sites pass; an HSC
-    off a niche always passes). The second runs the rules on the sites that
-    passed, skipping daughters born in this step (``mark``). Both see the
-    same values: a visit changes only its site and its neighbours, never
-    another site of the colour. On a crowded line (``free_columns``), a
+    Each line takes two passes. The first screens out the sites with nothing
+    to do: empty, or a cell whose event draw says no event in any state its
+    type can have there (an HSC off a niche always passes). On a lattice at
+    least half occupied, each stripe is screened whole before its sweep
+    (:func:`screen_stripe`, a vectorised pass into bit sets) and each line
+    takes its sites from the bit sets (:func:`line_from_bits`); on a sparse
+    one (``sparse``), each line screens its occupied sites
+    (:func:`screen_line_sparse`). The same sites pass either way, with the
+    same draws. The second pass runs the rules on the sites that passed,
+    skipping daughters born in this step (``mark``). Both see the same
+    values: a visit changes only its site and its neighbours, never another
+    site of the colour, and a site's own type, divisions and niche change
+    only at its own visit. On a crowded line (``free_columns``), a
     progenitor whose draw means a division in any transgene state
     (:func:`division_thresholds`), with divisions left and no free column
-    around it, is passed over first, from its type, its division count and 3
-    bytes: such a division waits, as the full rules would find.
+    around it, is passed over before the rules: such a division waits, as
+    the full rules would find. In the stripe screen this is one bit
+    operation per 64 sites (the *sure divisions* of :func:`screen_row`);
+    on a sparse lattice, a test of its type, its division count and 3
+    bytes.
 
     The neighbour scan is written out here, once for both kinds of division,
     rather than called: a call with this many array arguments costs more
@@ -528,9 +679,16 @@ def sweep_chunk(
     draws = scratch_draws[k]
     n_colours = colour_order.shape[0]
     cols = scratch_cols[k]
+    colw = scratch_colw[k]
+    cand = scratch_cand[k]
+    wait = scratch_wait[k]
+    n_words = colw.shape[0]
     moore = n_neighbours == 3**dims - 1
     for sc in range((t_hi - t_lo) * n_colours):  # stripe by stripe, colour by colour
         st = stripe_colour + 2 * (t_lo + sc // n_colours)
+        if not sparse and sc % n_colours == 0:  # a new stripe: screen it whole, once
+            screen_stripe(stripe_rows[st], stripe_rows[st + 1], size, b_event, ctype, niche, divs, hsc_type, levels,
+                          scratch_flags[k], cand, wait)
         c = colour_order[sc % n_colours]
         x_class = c % n_axis
         y_class = (c // n_axis) % n_axis
@@ -551,16 +709,23 @@ def sweep_chunk(
             z = z0 + 3 * (line // n_y)
             row = size * (y + size * z)
             inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
+            # pass 1: the sites with something to do, and for a crowded line which columns have
+            # room, once for all its divisions (free_columns)
             if sparse:
                 n_passed = screen_line_sparse(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds,
                                               passed, passed_bits, draws)
+                use_cols = moore and inner_yz and not placement_pool and n_passed >= COLUMNS_MIN_PASSED
+                if use_cols:
+                    free_columns(row, size, dims, ctype, niche, cols)
             else:
-                n_passed = screen_line(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds, passed,
-                                       passed_bits, draws)
-            # a crowded line: which columns have room, once for all its divisions (free_columns)
-            use_cols = moore and inner_yz and not placement_pool and n_passed >= COLUMNS_MIN_PASSED
-            if use_cols:
-                free_columns(row, size, dims, ctype, niche, cols)
+                use_cols = moore and inner_yz and not placement_pool
+                if use_cols:
+                    free_columns(row, size, dims, ctype, niche, cols)
+                    pack_columns(cols, colw)
+                rl = y + size * z - stripe_rows[st]  # the line's row within the stripe
+                n_passed = line_from_bits(row, x_first, n_words, b_event, cand[rl], class_words[x_class], wait[rl],
+                                          inner_words, colw, use_cols, ctype, niche, hsc_type, thresholds, passed,
+                                          passed_bits)
             for qq in range(n_passed):  # pass 2: the rules
                 x = x_first + 3 * passed[qq]
                 i = row + x
@@ -718,6 +883,7 @@ def run_steps(
     mark, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0, colour_order, stripe_order,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
+    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait,
 ):
     """Advance ``n_steps`` steps; return how many were done.
 
@@ -743,6 +909,7 @@ def run_steps(
     # sites never pass)
     thresholds = screen_thresholds(screen_probabilities(tint, p_any))
     div_thresholds = division_thresholds(tint, p_any, cum)
+    levels = coarse_levels(thresholds, div_thresholds)
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
@@ -791,20 +958,24 @@ def run_steps(
                         k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, bases, colour_order,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count,
+                        hsc_par, p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count,
                         stripe_start, stripe_n, stripe_slot0,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
+                        stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
+                        scratch_wait,
                     )
             else:
                 sweep_chunk(
                     0, 0, n_t, sc, cur_mark, sparse, bases, colour_order,
                     ctype, flags, vcn, divs, clone, affinity, niche, mark,
                     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                    hsc_par, p_any, thresholds, div_thresholds, cum, expr_weight, axis_first, axis_count,
+                    hsc_par, p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count,
                     stripe_start, stripe_n, stripe_slot0,
                     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                     push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
+                    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
+                    scratch_wait,
                 )
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
