@@ -197,23 +197,23 @@ def test_stripe_screen_passes_the_sites_of_the_rule(occupancy):
     flags = np.zeros(64 * n_words, dtype=np.uint8)
     cand = np.zeros((n_rows, n_words), dtype=np.uint64)
     wait = np.zeros_like(cand)
-    parallel.screen_stripe(0, n_rows, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait)
+    free = np.zeros((n_rows + 2, n_words), dtype=np.uint64)
+    parallel.screen_stripe(0, n_rows, 1, n_rows, size, base, ctype, niche, divs, hsc_type, levels, flags, cand,
+                           wait, free)
     inner = parallel.site_words(np.arange(1, size - 1), n_words)
-    cols = np.zeros(64 * n_words, dtype=np.uint8)
     colw = np.zeros(n_words, dtype=np.uint64)
     passed = np.zeros(size, dtype=np.int64)
     passed_bits = np.zeros(size, dtype=np.uint64)
     left_out = 0
     for y in range(1, n_rows - 1):
         row = y * size
-        parallel.free_columns(row, size, 2, ctype, niche, cols)
-        parallel.pack_columns(cols, colw)
+        parallel.line_room(free, y + 1, 2, size, colw)
         for x_first in range(3):
             xs = np.arange(x_first, size, 3)
             klass = parallel.site_words(xs, n_words)
             i = row + xs
             passes = rule[i]
-            room = np.array([parallel.has_room(cols, x) if 0 < x < size - 1 else 1 for x in xs])
+            room = np.array([parallel.has_room(colw, x) if 0 < x < size - 1 else 1 for x in xs])
             waits = (bits[i] < div_thresholds[t[i]]) & (t[i] != EMPTY) & (divs[i] > 0) & (room == 0)
             # the room test works on the coarse bits: it takes the draws whose coarse bucket lies
             # wholly below the division threshold (the rest are left to the rules, which find the
@@ -247,25 +247,29 @@ def test_bit_helpers_match_plain_python():
     assert _trailing_zeros(np.uint64(1 << 63)) == 63
 
 
-@pytest.mark.parametrize("dims, size", [(2, 20), (3, 9)])
+@pytest.mark.parametrize("dims, size", [(2, 20), (3, 9), (2, 70)])
 def test_free_columns_say_whether_a_progenitor_daughter_has_room(dims, size):
     """cols[x-1] | cols[x] | cols[x+1] is 1 exactly when an occupied site off the edges has an empty,
-    non-niche Moore neighbour (the fast "must wait" test of crowded lines)."""
+    non-niche Moore neighbour (the fast "must wait" test of crowded lines); has_room says the same
+    from the columns packed as bits (70 columns: two words, the test of x = 63, 64 spans both)."""
     rng = np.random.default_rng(dims)
     n = size**dims
     offsets = neighbour_offsets(dims, "moore")
     strides = np.array([1, size, size * size])[:dims]
+    n_words = -(-size // 64)
     answers = [0, 0]
     for empty_fraction in (0.02, 0.2):
         ctype = np.where(rng.random(n) < empty_fraction, EMPTY, 2).astype(np.int8)
         niche = (rng.random(n) < 0.3).astype(np.uint8)
-        cols = np.zeros(size, dtype=np.uint8)
+        cols = np.zeros(64 * n_words, dtype=np.uint8)
+        colw = np.zeros(n_words, dtype=np.uint64)
         for line in range(n // size):
             coords = [(line * size // s) % size for s in strides[1:]]  # y (and z) of the line
             if any(c in (0, size - 1) for c in coords):
                 continue
             row = line * size
             parallel.free_columns(row, size, dims, ctype, niche, cols)
+            parallel.pack_flags(cols, 0, colw)
             for x in range(1, size - 1):
                 i = row + x
                 if ctype[i] == EMPTY:
@@ -273,8 +277,58 @@ def test_free_columns_say_whether_a_progenitor_daughter_has_room(dims, size):
                 nbrs = i + offsets[:, :dims] @ strides
                 room = bool(np.any((ctype[nbrs] == EMPTY) & (niche[nbrs] == 0)))
                 assert bool(cols[x - 1] | cols[x] | cols[x + 1]) == room, (line, x)
+                assert parallel.has_room(colw, x) == room, (line, x)
                 answers[room] += 1
     assert min(answers) > 0, answers  # both answers occurred
+
+
+@pytest.mark.parametrize("dims, size, planes", [(2, 70, (10, 16)), (2, 20, (0, 4)), (3, 9, (3, 6)), (3, 9, (0, 3))])
+def test_stripe_free_sets_follow_the_sweep(dims, size, planes):
+    """The free bit sets of a stripe and its halo, screened once and then kept by mark_free as
+    sites are vacated and taken (some across the periodic edge, outside the sets), give every
+    line off the edges the same free columns as free_columns reads from the lattice then."""
+    rng = np.random.default_rng(size + dims)
+    n = size**dims
+    n_rows = n // size
+    halo = size if dims == 3 else 1
+    rows_per_plane = size if dims == 3 else 1
+    r_lo, r_hi = planes[0] * rows_per_plane, planes[1] * rows_per_plane
+    n_words = -(-size // 64)
+    ctype = np.where(rng.random(n) < 0.1, EMPTY, 2).astype(np.int8)
+    niche = (rng.random(n) < 0.2).astype(np.uint8)
+    divs = np.ones(n, dtype=np.int8)
+    levels = parallel.coarse_levels(np.zeros(4, dtype=np.uint64), np.zeros(3, dtype=np.uint64))
+    flags = np.zeros(64 * n_words, dtype=np.uint8)
+    cand = np.zeros((r_hi - r_lo, n_words), dtype=np.uint64)
+    wait = np.zeros_like(cand)
+    free = np.zeros((r_hi - r_lo + 2 * halo, n_words), dtype=np.uint64)
+    parallel.screen_stripe(r_lo, r_hi, halo, n_rows, size, np.uint64(1), ctype, niche, divs, 0, levels, flags,
+                           cand, wait, free)
+    row0 = r_lo - halo
+    # the sites a sweep of the stripe may change: its own and its halo's, and across the edge
+    lo, hi = max(0, row0) * size, min(n_rows, r_hi + halo) * size
+    sites = np.concatenate([rng.integers(lo, hi, 300), rng.integers(0, n, 30)])
+    for site in sites:
+        if ctype[site] == EMPTY:
+            ctype[site] = 2
+            parallel.mark_free(free, row0, size, site, False)
+        else:
+            ctype[site] = EMPTY
+            parallel.mark_free(free, row0, size, site, niche[site] == 0)
+    cols = np.zeros(64 * n_words, dtype=np.uint8)
+    expected = np.zeros(n_words, dtype=np.uint64)
+    colw = np.zeros(n_words, dtype=np.uint64)
+    checked = 0
+    for r in range(r_lo, r_hi):
+        y, z = r % size, r // size
+        if y in (0, size - 1) or (dims == 3 and z in (0, size - 1)):
+            continue
+        parallel.free_columns(r * size, size, dims, ctype, niche, cols)
+        parallel.pack_flags(cols, 0, expected)
+        parallel.line_room(free, r - row0, dims, size, colw)
+        np.testing.assert_array_equal(colw, expected, err_msg=f"row {r}")
+        checked += 1
+    assert checked > 0
 
 
 @pytest.mark.parametrize("division_factor", [1.0, 0.5, 1.2])

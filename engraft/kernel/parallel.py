@@ -108,8 +108,9 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "coarse_levels", "colour_of_sites", "counter_key",
-           "division_thresholds", "free_columns", "has_room", "line_from_bits", "make_workspace", "run_steps",
-           "screen_line_sparse", "screen_passes", "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
+           "division_thresholds", "free_columns", "free_row", "has_room", "line_from_bits", "line_room",
+           "make_workspace", "mark_free", "pack_flags", "run_steps", "screen_line_sparse", "screen_passes",
+           "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -124,9 +125,10 @@ PARALLEL_MIN_SITES = 1024
 #: threads, paired runs); on a fully occupied lattice it would be 1.27x slower than a
 #: screen of every site.
 SPARSE_OCCUPANCY = 0.5
-#: a line with at least this many sites past the screen first marks the columns that have
-#: room for a daughter (:func:`free_columns`), so that most divisions on a crowded lattice
-#: find out they must wait from 3 bytes instead of 8 / 26 neighbours. The same result
+#: on a sparse lattice, a line with at least this many sites past the screen first marks the
+#: columns that have room for a daughter (:func:`free_columns`), so that most divisions on a
+#: crowded line find out they must wait from 3 bits instead of 8 / 26 neighbours (a dense
+#: lattice always does, from the stripe's free bit sets: :func:`line_room`). The same result
 #: either way. A fully occupied 1024^2 step: 0.82-0.86x the time (1 and 2 threads, paired
 #: runs); the burned-in marrow, whose lines rarely reach this, is unchanged.
 COLUMNS_MIN_PASSED = 16
@@ -289,14 +291,16 @@ class Workspace(NamedTuple):
     scratch_draws: np.ndarray  # (N_CHUNKS, longest line): the event draws of a whole line (sparse: its
     #                            occupied positions)
     scratch_cols: np.ndarray  # (N_CHUNKS, 64 x words per row): per column, whether a line's neighbour
-    #                           rows hold a site a progenitor daughter may take (free_columns)
+    #                           rows hold a site a progenitor daughter may take (free_columns, sparse)
     stripe_rows: np.ndarray  # (stripes + 1,): first row of each stripe (row: y in 2D, y + size z in 3D)
     class_words: np.ndarray  # (axis classes, words per row): bit x set where column x is in the class
     inner_words: np.ndarray  # (words per row,): bit x set for 0 < x < size - 1
-    scratch_colw: np.ndarray  # (N_CHUNKS, words per row): scratch_cols as bits
+    scratch_colw: np.ndarray  # (N_CHUNKS, words per row): a line's free columns as bits (has_room)
     scratch_flags: np.ndarray  # (N_CHUNKS, 64 x words per row): one row's screen flags (screen_row)
     scratch_cand: np.ndarray  # (N_CHUNKS, rows per stripe, words per row): the stripe's candidates
     scratch_wait: np.ndarray  # (N_CHUNKS, rows per stripe, words per row): its sure divisions (screen_row)
+    scratch_free: np.ndarray  # (N_CHUNKS, rows per stripe + 2 x halo, words per row): its free sites and
+    #                           those of the rows around it (screen_stripe, mark_free)
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
@@ -364,6 +368,7 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
         scratch_flags=np.zeros((N_CHUNKS, 64 * n_words), dtype=np.uint8),
         scratch_cand=np.zeros((N_CHUNKS, rows_max, n_words), dtype=np.uint64),
         scratch_wait=np.zeros((N_CHUNKS, rows_max, n_words), dtype=np.uint64),
+        scratch_free=np.zeros((N_CHUNKS, rows_max + 2 * rows_per_plane, n_words), dtype=np.uint64),
     )
 
 
@@ -452,6 +457,9 @@ def screen_row(row, size, base, ctype, niche, divs, hsc_type, levels, flags):
     every transgene state (as for :func:`division_thresholds`, of which this
     is a part).
 
+    Bit 2, *free*: an empty site off the niches, which a progenitor daughter
+    may take (:func:`free_row`).
+
     One branch-free loop that the compiler vectorises: the draw is hashed in
     place and the levels of a type are a byte of a word (:func:`coarse_levels`),
     picked by a shift rather than a table read. A site's type, divisions and
@@ -476,28 +484,82 @@ def screen_row(row, size, base, ctype, niche, divs, hsc_type, levels, flags):
         wait_level = ((w_lo if low else w_hi) >> byte) & uint64(255)
         cand = ((c < cand_level) & known) | (not known) | ((t1 == hsc1) & (niche[i] == 0))
         wait = (c < wait_level) & known & (divs[i] > 0)
-        flags[ux] = uint8(cand) | (uint8(wait) << uint8(1))
+        free = (t1 == uint64(0)) & (niche[i] == 0)
+        flags[ux] = uint8(cand) | (uint8(wait) << uint8(1)) | (uint8(free) << uint8(2))
 
 
 @njit(**JIT)
-def screen_stripe(r_lo, r_hi, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait):
-    """Screen rows ``r_lo .. r_hi - 1`` of a stripe into bit sets: ``cand[r - r_lo]`` and
-    ``wait[r - r_lo]`` hold the two flags of :func:`screen_row` for row ``r``, one word per 64
-    sites (the bits past ``size`` are 0)."""
-    v = flags.view(np.uint64)  # 8 flag bytes a read; past size they stay 0
-    n_words = cand.shape[1]
-    for r in range(r_lo, r_hi):
-        screen_row(r * size, size, base, ctype, niche, divs, hsc_type, levels, flags)
-        rl = r - r_lo
-        for w in range(n_words):
-            c = uint64(0)
-            d = uint64(0)
-            for j in range(8):
-                b = v[8 * w + j]
-                c |= pack_bytes(b) << uint64(8 * j)
-                d |= pack_bytes(b >> uint64(1)) << uint64(8 * j)
-            cand[rl, w] = c
-            wait[rl, w] = d
+def free_row(row, size, ctype, niche, flags):
+    """Flag byte 1 for each site of a row ``row .. row + size - 1`` that is empty and off the
+    niches (a site a progenitor daughter may take), else 0. Branch-free; vectorised."""
+    r = uint64(row)
+    for x in range(size):
+        i = r + uint64(x)
+        flags[uint64(x)] = (ctype[i] == EMPTY) & (niche[i] == 0)
+
+
+@njit(**JIT)
+def pack_flags(flags, bit, words):
+    """Bit ``bit`` of each flag byte (``flags``: 8 bytes per word of ``words``) as a bit set:
+    ``words[w]`` bit ``j`` is that bit of ``flags[64 w + j]``."""
+    v = flags.view(np.uint64)
+    shift = uint64(bit)
+    for w in range(words.shape[0]):
+        c = uint64(0)
+        for j in range(8):
+            c |= pack_bytes(v[8 * w + j] >> shift) << uint64(8 * j)
+        words[w] = c
+
+
+@njit(**JIT)
+def screen_stripe(r_lo, r_hi, halo, n_rows, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait,
+                  free):
+    """Screen rows ``r_lo .. r_hi - 1`` of a stripe into bit sets, one word per 64 sites (the bits
+    past ``size`` are 0): ``cand[r - r_lo]``, ``wait[r - r_lo]`` and ``free[r - r_lo + halo]``
+    hold the three flags of :func:`screen_row` for row ``r``. ``free`` also covers the ``halo``
+    rows on either side (a plane in 3D, a row in 2D: the neighbours of the stripe's lines), where
+    they are on the lattice (rows ``0 .. n_rows - 1``). :func:`mark_free` keeps ``free``
+    up to date through the stripe's sweep."""
+    for r in range(r_lo - halo, r_hi + halo):
+        if r < 0 or r >= n_rows:
+            continue
+        if r_lo <= r < r_hi:
+            screen_row(r * size, size, base, ctype, niche, divs, hsc_type, levels, flags)
+            pack_flags(flags, 0, cand[r - r_lo])
+            pack_flags(flags, 1, wait[r - r_lo])
+            pack_flags(flags, 2, free[r - r_lo + halo])
+        else:
+            free_row(r * size, size, ctype, niche, flags)
+            pack_flags(flags, 0, free[r - r_lo + halo])
+
+
+@njit(**JIT)
+def mark_free(free, row0, size, site, is_free):
+    """Set (``is_free``) or clear the bit of ``site`` in a stripe's free bit sets, whose row 0 is
+    lattice row ``row0`` (:func:`screen_stripe`); a site outside them (across a periodic edge)
+    is not tracked and is left alone."""
+    q = site // size
+    r = q - row0
+    if 0 <= r < free.shape[0]:
+        x = site - q * size
+        bit = uint64(1) << uint64(x & 63)
+        if is_free:
+            free[r, x >> 6] |= bit
+        else:
+            free[r, x >> 6] &= ~bit
+
+
+@njit(**JIT)
+def line_room(free, r, dims, size, colw):
+    """The free columns of the line in stripe row ``r`` of ``free``, as bits: column ``x`` is
+    set if one of the rows around the line (``r - 1 .. r + 1``; in 3D also a plane up and
+    down) holds a free site there (as :func:`free_columns` computes from the lattice)."""
+    for w in range(colw.shape[0]):
+        colw[w] = free[r - 1, w] | free[r, w] | free[r + 1, w]
+    if dims == 3:
+        for dz in (-size, size):
+            for w in range(colw.shape[0]):
+                colw[w] |= free[r + dz - 1, w] | free[r + dz, w] | free[r + dz + 1, w]
 
 
 @njit(**JIT)
@@ -579,7 +641,9 @@ def free_columns(row, size, dims, ctype, niche, cols):
     are 3 apart, so each column belongs to one site's neighbourhood: a visit
     changes only its own columns, and ``cols`` computed before the visits of
     a line stays exact for all of them. The line must be off the y (and z)
-    edges. Branch-free over whole rows, which the compiler vectorises.
+    edges. Branch-free over whole rows, which the compiler vectorises. A
+    sparse step's crowded lines read it; a dense step keeps the same answer
+    for all lines of a stripe in bit sets (:func:`line_room`).
     """
     for c in range(size):
         cols[c] = 0
@@ -594,22 +658,16 @@ def free_columns(row, size, dims, ctype, niche, cols):
 
 
 @njit(**JIT)
-def pack_columns(cols, colw):
-    """``cols`` (0/1 bytes, zero past the lattice's size) as bits: ``colw[w]`` bit ``j`` is
-    ``cols[64 w + j]``."""
-    v = cols.view(np.uint64)
-    for w in range(colw.shape[0]):
-        c = uint64(0)
-        for j in range(8):
-            c |= pack_bytes(v[8 * w + j]) << uint64(8 * j)
-        colw[w] = c
-
-
-@njit(**JIT)
-def has_room(cols, x):
+def has_room(colw, x):
     """Whether a site at ``x`` off the x edges has a neighbour a progenitor daughter may take
-    (``cols`` of its line: :func:`free_columns`); 0 or 1."""
-    return cols[uint64(x - 1)] | cols[uint64(x)] | cols[uint64(x + 1)]
+    (``colw``: the free columns of its line as bits, :func:`line_room`, or
+    :func:`free_columns` packed); 0 or 1."""
+    lo = uint64(x - 1)
+    mid = uint64(x)
+    hi = uint64(x + 1)
+    one = uint64(1)
+    return ((colw[lo >> uint64(6)] >> (lo & uint64(63))) | (colw[mid >> uint64(6)] >> (mid & uint64(63)))
+            | (colw[hi >> uint64(6)] >> (hi & uint64(63)))) & one
 
 
 @njit(**JIT)
@@ -621,7 +679,7 @@ def sweep_chunk(
     stripe_slot0,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait,
+    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait, scratch_free,
 ):
     """Visit the sites of stripes ``t_lo .. t_hi-1`` of one stripe colour (chunk ``k``).
 
@@ -644,14 +702,18 @@ def sweep_chunk(
     skipping daughters born in this step (``mark``). Both see the same
     values: a visit changes only its site and its neighbours, never another
     site of the colour, and a site's own type, divisions and niche change
-    only at its own visit. On a crowded line (``free_columns``), a
-    progenitor whose draw means a division in any transgene state
-    (:func:`division_thresholds`), with divisions left and no free column
-    around it, is passed over before the rules: such a division waits, as
-    the full rules would find. In the stripe screen this is one bit
-    operation per 64 sites (the *sure divisions* of :func:`screen_row`);
-    on a sparse lattice, a test of its type, its division count and 3
-    bytes.
+    only at its own visit. On a crowded line, a progenitor whose draw means
+    a division in any transgene state (:func:`division_thresholds`), with
+    divisions left and no free column around it (``colw``,
+    :func:`has_room`), is passed over before the rules: such a division
+    waits, as the full rules would find. In the stripe screen this is one
+    bit operation per 64 sites (the *sure divisions* of :func:`screen_row`);
+    on a sparse lattice, a test of its type, its division count and 3 bits.
+    A line's free columns come from :func:`free_columns` on a sparse
+    lattice; on a dense one from the stripe's free bit sets, computed with
+    the screen and kept up to date at each vacated or taken site
+    (:func:`mark_free`), so a line reads a few words instead of its
+    neighbour rows.
 
     The neighbour scan is written out here, once for both kinds of division,
     rather than called: a call with this many array arguments costs more
@@ -682,13 +744,20 @@ def sweep_chunk(
     colw = scratch_colw[k]
     cand = scratch_cand[k]
     wait = scratch_wait[k]
+    free = scratch_free[k]
     n_words = colw.shape[0]
     moore = n_neighbours == 3**dims - 1
+    # the stripe's free bit sets are read by crowded lines (Moore neighbours, daughters to a
+    # neighbour) and kept up to date through the sweep only then
+    track_free = not sparse and moore and not placement_pool
+    halo = size if dims == 3 else 1  # rows of the free bit sets beyond each side of a stripe
+    n_rows = ctype.shape[0] // size
     for sc in range((t_hi - t_lo) * n_colours):  # stripe by stripe, colour by colour
         st = stripe_colour + 2 * (t_lo + sc // n_colours)
         if not sparse and sc % n_colours == 0:  # a new stripe: screen it whole, once
-            screen_stripe(stripe_rows[st], stripe_rows[st + 1], size, b_event, ctype, niche, divs, hsc_type, levels,
-                          scratch_flags[k], cand, wait)
+            screen_stripe(stripe_rows[st], stripe_rows[st + 1], halo, n_rows, size, b_event, ctype, niche, divs,
+                          hsc_type, levels, scratch_flags[k], cand, wait, free)
+        free_row0 = stripe_rows[st] - halo  # the lattice row of the free bit sets' row 0
         c = colour_order[sc % n_colours]
         x_class = c % n_axis
         y_class = (c // n_axis) % n_axis
@@ -710,19 +779,20 @@ def sweep_chunk(
             row = size * (y + size * z)
             inner_yz = (0 < y < last) and (dims == 2 or 0 < z < last)
             # pass 1: the sites with something to do, and for a crowded line which columns have
-            # room, once for all its divisions (free_columns)
+            # room, once for all its divisions (colw: free_columns, or line_room from the stripe's
+            # free bit sets)
             if sparse:
                 n_passed = screen_line_sparse(row + x_first, line_len, b_event, ctype, niche, hsc_type, thresholds,
                                               passed, passed_bits, draws)
                 use_cols = moore and inner_yz and not placement_pool and n_passed >= COLUMNS_MIN_PASSED
                 if use_cols:
                     free_columns(row, size, dims, ctype, niche, cols)
+                    pack_flags(cols, 0, colw)
             else:
-                use_cols = moore and inner_yz and not placement_pool
-                if use_cols:
-                    free_columns(row, size, dims, ctype, niche, cols)
-                    pack_columns(cols, colw)
+                use_cols = track_free and inner_yz
                 rl = y + size * z - stripe_rows[st]  # the line's row within the stripe
+                if use_cols:
+                    line_room(free, rl + halo, dims, size, colw)
                 n_passed = line_from_bits(row, x_first, n_words, b_event, cand[rl], class_words[x_class], wait[rl],
                                           inner_words, colw, use_cols, ctype, niche, hsc_type, thresholds, passed,
                                           passed_bits)
@@ -734,7 +804,7 @@ def sweep_chunk(
                     # a progenitor whose draw means a division in every transgene state, with
                     # divisions left: with no room (free_columns), it waits, as below (or it
                     # was born in this step: it would not act either)
-                    if has_room(cols, x) == 0:
+                    if has_room(colw, x) == 0:
                         continue
                 if mark[i] == cur_mark:
                     continue  # born in this step: acts from the next one
@@ -764,6 +834,8 @@ def sweep_chunk(
 
                 if event == E_DIE:
                     vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    if track_free:
+                        mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
                 if event == E_SILENCE:
                     flags[i] = f | SILENCED
@@ -776,6 +848,8 @@ def sweep_chunk(
                          push_divs, push_clone)
                     n_push += 1
                     vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    if track_free:
+                        mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
 
                 # E_DIVIDE: first what the daughter will be
@@ -788,6 +862,8 @@ def sweep_chunk(
                     if tint[t, T_TERMINAL]:
                         record_exit(k, t, f, v, expr_weight, chunk_exits)
                         vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                        if track_free:
+                            mark_free(free, free_row0, size, i, niche[i] == 0)
                     else:
                         tn = draw_category(exit_cum[t], site_uniform(bases[D_TYPE], i))
                         ctype[i] = tn
@@ -799,7 +875,7 @@ def sweep_chunk(
                 if not placement_pool:
                     for_hsc = hsc and td == hsc_type
                     if use_cols and not for_hsc and 0 < x < last:
-                        if has_room(cols, x) == 0:
+                        if has_room(colw, x) == 0:
                             continue  # no room: the division waits
                     # the free neighbours a daughter may take, listed branch-free; the choice
                     # is one of them, uniformly
@@ -849,6 +925,8 @@ def sweep_chunk(
                         place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
                               divs, clone, affinity, niche, chunk_counts[k], td == hsc_type)
                         mark[target] = cur_mark
+                        if track_free:
+                            mark_free(free, free_row0, size, target, False)
                     if niche[i]:
                         flags[i] = f | QUIESCENT  # back to rest in its niche
                 else:
@@ -867,6 +945,8 @@ def sweep_chunk(
                         place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
                               affinity, niche, chunk_counts[k], False)
                         mark[target] = cur_mark
+                        if track_free:
+                            mark_free(free, free_row0, size, target, False)
     push_n[k] = n_push
 
 
@@ -883,7 +963,7 @@ def run_steps(
     mark, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0, colour_order, stripe_order,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait,
+    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait, scratch_free,
 ):
     """Advance ``n_steps`` steps; return how many were done.
 
@@ -963,7 +1043,7 @@ def run_steps(
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
                         stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
-                        scratch_wait,
+                        scratch_wait, scratch_free,
                     )
             else:
                 sweep_chunk(
@@ -975,7 +1055,7 @@ def run_steps(
                     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                     push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
                     stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
-                    scratch_wait,
+                    scratch_wait, scratch_free,
                 )
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
