@@ -331,6 +331,26 @@ def test_stripe_free_sets_follow_the_sweep(dims, size, planes):
     assert checked > 0
 
 
+def test_fixed_daughters_are_the_only_outcome_of_the_draw():
+    """Where fixed_daughters names a type, daughter_type_from gives it for every draw in [0, 1), so
+    the kernel may leave the draws out; where it says -1, the draw can give two types."""
+    from engraft.kernel.sequential import daughter_type_from
+
+    diff_cum = np.array([
+        [0.0, 0.0, 0.0, 0.0],  # the HSC's row: its daughters follow self-renewal
+        [0.0, 0.6, 0.9, 1.0],  # an MPP: three outcomes
+        [0.0, 0.0, 1.0, 1.0],  # a committed progenitor making its own type
+        [1.0, 1.0, 1.0, 1.0],  # always the first type
+        [0.0, 1e-17, 1.0, 1.0],  # almost always type 2, but not always
+    ])
+    fixed = parallel.fixed_daughters(diff_cum)
+    np.testing.assert_array_equal(fixed, [-1, -1, 2, 0, -1])
+    draws = np.concatenate([[0.0, 1e-18, 0.5, 1.0 - 2.0**-53], np.random.default_rng(6).random(200)])
+    for t in range(1, diff_cum.shape[0]):
+        outcomes = {daughter_type_from(u, t, diff_cum, 0, 1, 0.5) for u in draws}
+        assert outcomes == {fixed[t]} if fixed[t] >= 0 else len(outcomes) >= 2, (t, outcomes)
+
+
 @pytest.mark.parametrize("division_factor", [1.0, 0.5, 1.2])
 def test_division_thresholds_mark_draws_that_divide_in_every_state(division_factor):
     """Below a progenitor type's threshold, the kernel's event rule (u < p_any, then the category of

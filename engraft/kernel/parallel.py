@@ -108,9 +108,9 @@ from engraft.kernel.sequential import (
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "coarse_levels", "colour_of_sites", "counter_key",
-           "division_thresholds", "free_columns", "free_row", "has_room", "line_from_bits", "line_room",
-           "make_workspace", "mark_free", "pack_flags", "run_steps", "screen_line_sparse", "screen_passes",
-           "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
+           "division_thresholds", "fixed_daughters", "free_columns", "free_row", "has_room", "line_from_bits",
+           "line_room", "make_workspace", "mark_free", "pack_flags", "run_steps", "screen_line_sparse",
+           "screen_passes", "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -419,6 +419,31 @@ def division_thresholds(tint, p_any, cum):
 
 
 @njit(**JIT)
+def fixed_daughters(diff_cum):
+    """Per cell type: the type that both daughters of a progenitor division take, where the
+    division has a single outcome, else -1 (and -1 for HSCs, whose daughters follow
+    self-renewal).
+
+    ``daughter_type_from`` returns the first category whose cumulative
+    probability exceeds its draw ``u`` (in [0, 1)): when the first positive
+    entry of the type's row is already 1, that is the answer for every
+    draw, and the two draws need not be made. The counter-based stream gives
+    every draw its own counter, so leaving them out changes no other draw.
+    (A committed progenitor that only makes more of itself, as GMPs, MkPs,
+    EPs and CLPs do in the shipped configs, is such a type.)
+    """
+    n_types = diff_cum.shape[0]
+    out = np.full(n_types, -1, dtype=np.int64)
+    for t in range(n_types):
+        for c in range(diff_cum.shape[1]):
+            if diff_cum[t, c] > 0.0:
+                if diff_cum[t, c] >= 1.0:
+                    out[t] = c
+                break
+    return out
+
+
+@njit(**JIT)
 def coarse_levels(thresholds, div_thresholds):
     """The stripe screen's tables: per cell type + 1, the top :data:`COARSE_BITS` bits of the draw
     at which a site may pass the screen, and below which a progenitor surely divides.
@@ -675,8 +700,8 @@ def sweep_chunk(
     k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
     ctype, flags, vcn, divs, clone, affinity, niche, mark,
     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count, stripe_start, stripe_n,
-    stripe_slot0,
+    p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight, axis_first, axis_count,
+    stripe_start, stripe_n, stripe_slot0,
     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
     scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
     stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait, scratch_free,
@@ -930,10 +955,13 @@ def sweep_chunk(
                     if niche[i]:
                         flags[i] = f | QUIESCENT  # back to rest in its niche
                 else:
-                    t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
-                                            hsc_diff_type, self_renewal)
-                    t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
-                                            hsc_diff_type, self_renewal)
+                    t1 = fixed_daughter[t]
+                    t2 = t1
+                    if t1 < 0:  # daughters of more than one possible type: draw each
+                        t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
+                                                hsc_diff_type, self_renewal)
+                        t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
+                                                hsc_diff_type, self_renewal)
                     d2 = divisions_for(t2, t, d, tint)
                     ctype[i] = t1
                     divs[i] = divisions_for(t1, t, d, tint)
@@ -990,6 +1018,7 @@ def run_steps(
     thresholds = screen_thresholds(screen_probabilities(tint, p_any))
     div_thresholds = division_thresholds(tint, p_any, cum)
     levels = coarse_levels(thresholds, div_thresholds)
+    fixed_daughter = fixed_daughters(diff_cum)
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
@@ -1038,8 +1067,8 @@ def run_steps(
                         k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, bases, colour_order,
                         ctype, flags, vcn, divs, clone, affinity, niche, mark,
                         geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count,
-                        stripe_start, stripe_n, stripe_slot0,
+                        hsc_par, p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight,
+                        axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
                         chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                         push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
                         stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
@@ -1050,8 +1079,8 @@ def run_steps(
                     0, 0, n_t, sc, cur_mark, sparse, bases, colour_order,
                     ctype, flags, vcn, divs, clone, affinity, niche, mark,
                     geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                    hsc_par, p_any, thresholds, div_thresholds, levels, cum, expr_weight, axis_first, axis_count,
-                    stripe_start, stripe_n, stripe_slot0,
+                    hsc_par, p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight,
+                    axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
                     chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
                     push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
                     stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
