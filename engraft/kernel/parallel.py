@@ -537,6 +537,26 @@ def pack_flags(flags, bit, words):
 
 
 @njit(**JIT)
+def pack_screen(flags, cand, wait, free):
+    """The three flags of :func:`screen_row` as bit sets, in one pass over the flag bytes (one
+    read of 8 bytes for all three; :func:`pack_flags` packs one flag)."""
+    v = flags.view(np.uint64)
+    for w in range(cand.shape[0]):
+        c = uint64(0)
+        d = uint64(0)
+        f = uint64(0)
+        for j in range(8):
+            b = v[8 * w + j]
+            shift = uint64(8 * j)
+            c |= pack_bytes(b) << shift
+            d |= pack_bytes(b >> uint64(1)) << shift
+            f |= pack_bytes(b >> uint64(2)) << shift
+        cand[w] = c
+        wait[w] = d
+        free[w] = f
+
+
+@njit(**JIT)
 def screen_stripe(r_lo, r_hi, halo, n_rows, size, base, ctype, niche, divs, hsc_type, levels, flags, cand, wait,
                   free):
     """Screen rows ``r_lo .. r_hi - 1`` of a stripe into bit sets, one word per 64 sites (the bits
@@ -550,9 +570,7 @@ def screen_stripe(r_lo, r_hi, halo, n_rows, size, base, ctype, niche, divs, hsc_
             continue
         if r_lo <= r < r_hi:
             screen_row(r * size, size, base, ctype, niche, divs, hsc_type, levels, flags)
-            pack_flags(flags, 0, cand[r - r_lo])
-            pack_flags(flags, 1, wait[r - r_lo])
-            pack_flags(flags, 2, free[r - r_lo + halo])
+            pack_screen(flags, cand[r - r_lo], wait[r - r_lo], free[r - r_lo + halo])
         else:
             free_row(r * size, size, ctype, niche, flags)
             pack_flags(flags, 0, free[r - r_lo + halo])
