@@ -613,7 +613,7 @@ def line_from_bits(row, x_first, n_words, base, cand, klass, wait, inner, colw, 
     order, and their event bits).
 
     The line's sites are ``cand & klass`` (its axis class). With ``use_room``
-    (``colw``: the line's free columns as bits, :func:`free_columns`), a sure
+    (``colw``: the line's free columns as bits, :func:`line_room`), a sure
     division off the x edges (``inner``) with no free column around it is
     left out first: its division waits (:func:`has_room`). The rest get the
     exact screen, on their full event draw.
@@ -845,7 +845,7 @@ def sweep_chunk(
                 t = ctype[i]
                 if use_cols and passed_bits[qq] < div_thresholds[t] and 0 < x < last and divs[i] > 0:
                     # a progenitor whose draw means a division in every transgene state, with
-                    # divisions left: with no room (free_columns), it waits, as below (or it
+                    # divisions left: with no room (colw), it waits, as below (or it
                     # was born in this step: it would not act either)
                     if has_room(colw, x) == 0:
                         continue
