@@ -86,6 +86,25 @@ def check_infusions(exp: Experiment) -> None:
             )
 
 
+def preflight(exp: Experiment) -> None:
+    """Every check a run makes before it starts, so ``validate`` and sweeps refuse what ``run`` would.
+
+    Raises
+    ------
+    ConfigError
+        Memory beyond the machine, a dose that gives no lattice cell, a run
+        the Mesa engine cannot finish.
+    """
+    from engraft.config.load import check_memory
+
+    check_memory(exp)
+    check_infusions(exp)
+    if exp.engine == "mesa":
+        from engraft.reference.model import check_reference_cost
+
+        check_reference_cost(exp)
+
+
 def sample_vcn(inf: InfusionConfig, n: int, rng: np.random.Generator) -> np.ndarray:
     """Vector copies of ``n`` transduced cells (each >= 1, capped at 255)."""
     spec = inf.vcn

@@ -26,6 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
+from engraft.errors import NumericalFailure
 from engraft.kernel.jit import JIT
 
 # quantities per compartment (same order as the kernel's exit counts)
@@ -39,7 +40,12 @@ def severity(level_iu_dl: float) -> str:
     """ISTH class of a factor level (White et al., Thromb Haemost 2001).
 
     < 1 IU/dL severe, 1-5 moderate, 5-40 mild, >= 40 within the normal range.
+    A level that is not a finite number has no class: it is an error, never "normal".
     """
+    if not math.isfinite(level_iu_dl) or level_iu_dl < 0:
+        raise NumericalFailure(f"factor level {level_iu_dl!r} IU/dL is not a finite, non-negative number: "
+                               "the tally broke down, so no class or read-out is given (report it with the "
+                               "run's config)")
     if level_iu_dl < 1.0:
         return "severe"
     if level_iu_dl < 5.0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engraft.config.load import estimate_memory_bytes, load_config
-from engraft.simulation import check_infusions, scales
+from engraft.simulation import preflight, scales
 
 HELP = "check a config file and print what it resolves to"
 
@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     exp = load_config(args.config, args.overrides)
-    check_infusions(exp)
+    preflight(exp)
     lat = exp.lattice
     sc = scales(exp)
     print(f"{args.config}: valid")

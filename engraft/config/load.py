@@ -10,38 +10,34 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from engraft.config.safe_yaml import YAMLInputError, YAMLSyntaxError, parse, read_yaml_file
 from engraft.config.schema import Experiment, ScopedError
+from engraft.errors import UserError, brief
 
 #: bytes of lattice state per site (see engraft.lattice.State)
 STATE_BYTES_PER_SITE = 13
+#: longest chain of ``base:`` files
+MAX_BASE_DEPTH = 16
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user's config is wrong. ``str(err)`` is the one-line explanation."""
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
-    """Read one YAML mapping with the safe loader; errors name the file and line."""
+    """Read one YAML mapping safely and within limits (see :mod:`engraft.config.safe_yaml`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+        data = read_yaml_file(path)
+    except YAMLInputError as err:
+        raise ConfigError(str(err)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -62,12 +58,14 @@ def resolve_bases(data: dict, source: Path, _seen: tuple = ()) -> dict:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"base: must be a file path or a list of paths, got {bases!r}")
+        raise ConfigError(f"base: must be a file path or a list of paths, got {brief(bases)}")
+    if len(_seen) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"base: more than {MAX_BASE_DEPTH} base files deep (through {source})")
     merged: dict = {}
     for base in bases:
         base_path = (source.parent / base).resolve()
         if base_path in _seen:
-            raise ConfigError(f"base: {base!r} includes itself (cycle through {source})")
+            raise ConfigError(f"base: {brief(base)} includes itself (cycle through {source})")
         base_data = resolve_bases(load_yaml(base_path), base_path, (*_seen, base_path))
         merged = deep_merge(merged, base_data)
     return deep_merge(merged, data)
@@ -84,34 +82,63 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
-    """``a.b[0].c=value`` -> (['a', 'b', 0, 'c'], value parsed as YAML)."""
+    """``a.b[0].c=value`` -> (['a', 'b', 0, 'c'], value parsed as YAML, with the loader's limits)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+        raise ConfigError(f"--set {brief(text)}: expected KEY.PATH=VALUE")
     key, raw = text.split("=", 1)
+    path = split_key_path(key.strip())
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return split_key_path(key.strip()), value
+        value = parse(raw, f"--set {format_path(path)}") if raw.strip() else None
+    except YAMLSyntaxError:
+        value = raw  # not YAML: the text itself (e.g. a name with a colon)
+    except YAMLInputError as err:
+        raise ConfigError(str(err)) from None
+    return path, value
+
+
+_NAME = r"[^.\[\]=\s]+"
+_KEY_PIECE = re.compile(rf"(?P<name>{_NAME})|\[(?P<index>[^\]]*)\]|(?P<dot>\.)")
 
 
 def split_key_path(key: str) -> list[str | int]:
-    """``infusions[0].dose_per_kg`` -> ['infusions', 0, 'dose_per_kg']."""
+    """``infusions[0].dose_per_kg`` -> ['infusions', 0, 'dose_per_kg'].
+
+    A key path is names separated by dots, each optionally followed by list
+    indices in brackets; anything else is a one-line :class:`ConfigError`.
+    """
+    shown = brief(key)
+    if not key:
+        raise ConfigError("'': empty key path")
     parts: list[str | int] = []
-    for piece in key.split("."):
-        while "[" in piece:
-            head, rest = piece.split("[", 1)
-            index, piece = rest.split("]", 1)
-            if head:
-                parts.append(head)
+    pos, expect_name = 0, True
+    while pos < len(key):
+        match = _KEY_PIECE.match(key, pos)
+        if match is None:
+            if key[pos] == "[":
+                raise ConfigError(f"{shown}: unclosed '[' in the key path (write e.g. infusions[0].dose_per_kg)")
+            raise ConfigError(f"{shown}: unexpected {key[pos]!r} at position {pos + 1} of the key path "
+                              "(write names separated by dots, list items as [0])")
+        if match.group("name") is not None:
+            if not expect_name:
+                raise ConfigError(f"{shown}: put a dot between ']' and the next name")
+            parts.append(match.group("name"))
+            expect_name = False
+        elif match.group("index") is not None:
+            index = match.group("index")
+            if expect_name:
+                raise ConfigError(f"{shown}: a list index [{brief(index)[1:-1]}] must follow a name")
             try:
                 parts.append(int(index))
             except ValueError:
-                raise ConfigError(f"{key}: list index must be an integer, got [{index}]") from None
-        if piece:
-            parts.append(piece)
-    if not parts:
-        raise ConfigError(f"{key!r}: empty key path")
+                raise ConfigError(f"{shown}: list index must be an integer, got [{brief(index)[1:-1]}]") from None
+            expect_name = False
+        else:  # a dot
+            if expect_name:
+                raise ConfigError(f"{shown}: empty name in the key path (two dots, or a leading dot)")
+            expect_name = True
+        pos = match.end()
+    if expect_name:
+        raise ConfigError(f"{shown}: the key path ends with a dot" if parts else f"{shown}: empty key path")
     return parts
 
 
@@ -183,6 +210,9 @@ def _describe_error(err: dict, data: dict) -> str:
     node: Any = data
     for part in loc:
         if isinstance(node, dict) and part in node:
+            if not isinstance(part, str):  # a number, date or null where a name goes
+                where = format_path(clean) or "(top level)"
+                return f"{where}: key {brief(part)} is not a name; keys are names such as 'lattice' or 'HSC'"
             clean.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -190,10 +220,11 @@ def _describe_error(err: dict, data: dict) -> str:
             node = node[part]
         elif err["type"] in ("missing", "extra_forbidden") and part == loc[-1]:
             clean.append(part)
-    path = format_path(clean) or "(top level)"
+    path = format_path([p if not isinstance(p, str) or len(p) <= 40 else p[:37] + "..." for p in clean]) \
+        or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        key = clean[-1] if clean else loc[-1]
+        key = str(clean[-1] if clean else loc[-1])[:200]
         allowed = _allowed_keys(Experiment, tuple(p for p in clean[:-1] if isinstance(p, str)
                                                   and not _is_mapping_key(clean, p)))
         hint = ""
@@ -211,12 +242,12 @@ def _describe_error(err: dict, data: dict) -> str:
         head, sep, rest = msg.partition(": ")
         if sep and " " not in head:
             value = node.get(head) if isinstance(node, dict) else None
-            got = f", got {value!r}" if value is not None and "got" not in rest else ""
+            got = f", got {brief(value)}" if value is not None and "got" not in rest else ""
             return f"{format_path([*clean, head])}: {rest}{got}"
         return f"{path}: {msg}"
     value = err.get("input")
     msg = msg[0].lower() + msg[1:]
-    return f"{path}: {msg}, got {value!r}"
+    return f"{path}: {msg}, got {brief(value)}"
 
 
 def _is_mapping_key(path: list, part) -> bool:

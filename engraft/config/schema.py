@@ -12,10 +12,15 @@ model's documented behaviour (neighbourhood, boundary, placement, ...).
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Annotated, Literal
+import types
+import typing
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engraft.errors import brief
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Rate = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -23,10 +28,66 @@ PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
-class Section(BaseModel):
-    """Base of every config section: frozen, unknown keys rejected, strict types."""
+def _numbers_only(annotation) -> bool:
+    """True if a field holds numbers only (``int``, ``float``, ``X | None``, ``dict[K, float]``, ...)."""
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _numbers_only(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_numbers_only(a) for a in args)
+    if origin in (list, tuple):
+        return all(_numbers_only(a) for a in typing.get_args(annotation) if a is not Ellipsis)
+    if origin is dict:
+        return _numbers_only(typing.get_args(annotation)[1])
+    return False
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+def _boolean_inside(value, path: str = "") -> tuple[str, Any] | None:
+    """The first ``true``/``false`` in a value (a key path suffix and the value), or None."""
+    if isinstance(value, bool):
+        return path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _boolean_inside(key, f"{path}.{key}") or _boolean_inside(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _boolean_inside(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys rejected, numbers finite and never true/false.
+
+    Types are lax where YAML needs it (YAML 1.1 reads ``1.0e6`` as a string,
+    which is accepted as the number it spells), but a boolean is never taken
+    for a number (pydantic would read ``weight_kg: true`` as 1 kg), and
+    ``.inf`` / ``.nan`` are refused everywhere.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data):
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is None or not _numbers_only(field.annotation):
+                    continue
+                found = _boolean_inside(value)
+                if found:
+                    suffix, flag = found
+                    raise ValueError(f"{name}{suffix}: must be a number, not true or false, got {json.dumps(flag)}")
+        return data
 
 
 class LatticeConfig(Section):
@@ -51,6 +112,17 @@ class LatticeConfig(Section):
     def _placement(self) -> LatticeConfig:
         if self.niche_cluster_count is not None and self.niche_placement != "clustered":
             raise ValueError("niche_cluster_count: only used with niche_placement 'clustered'")
+        n_niche = round(self.niche_fraction * self.n_sites)
+        if n_niche == 0:
+            raise ValueError(f"niche_fraction: gives no niche site for the HSCs on {self.n_sites:,} sites "
+                             f"(must be at least {0.5 / self.n_sites:.3g}), got {self.niche_fraction:g}")
+        if n_niche >= self.n_sites:
+            raise ValueError(f"niche_fraction: leaves no non-niche sites for progenitors on "
+                             f"{self.n_sites:,} sites (must be below {1 - 0.5 / self.n_sites:.6g}), "
+                             f"got {self.niche_fraction:g}")
+        if self.niche_cluster_count is not None and self.niche_cluster_count > max(n_niche, 1):
+            raise ValueError(f"niche_cluster_count: at most the number of niche sites ({n_niche:,} = "
+                             f"niche_fraction x {self.n_sites:,} sites), got {self.niche_cluster_count:,}")
         return self
 
     @property
@@ -347,7 +419,7 @@ class ScopedError(ValueError):
 
     def __init__(self, path: str, value, allowed: str):
         self.path, self.value, self.allowed = path, value, allowed
-        super().__init__(f"{path}: {allowed}, got {value!r}")
+        super().__init__(f"{path}: {allowed}, got {brief(value)}")
 
 
 def check_experiment(exp: Experiment) -> None:

@@ -34,6 +34,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,6 @@ import numpy as np
 
 from engraft.config.load import (
     ConfigError,
-    check_memory,
     load_yaml,
     parse_override,
     resolve_bases,
@@ -52,6 +52,7 @@ from engraft.config.load import (
     validate,
 )
 from engraft.config.schema import Experiment
+from engraft.errors import brief
 
 #: keys of the ``sweep:`` section
 SWEEP_KEYS = ("parameters", "zip", "replicates", "root_seed", "overrides", "scheduler", "workers")
@@ -59,6 +60,8 @@ SWEEP_KEYS = ("parameters", "zip", "replicates", "root_seed", "overrides", "sche
 PARAMETER_KEYS = ("values", "range", "group")
 #: keys of a ``range``
 RANGE_KEYS = ("start", "stop", "num", "scale")
+#: most runs in one sweep (its sweep.json lists every run)
+MAX_RUNS = 1_000_000
 #: keys of a file that points at an experiment instead of being one
 POINTER_KEYS = ("experiment", "sweep")
 
@@ -168,7 +171,7 @@ def _values(path: str, spec: Any) -> tuple:
     if isinstance(spec, list):  # shorthand: key.path: [v1, v2]
         spec = {"values": spec}
     if not isinstance(spec, dict):
-        raise _error(where, f"give {{values: [...]}} or {{range: {{start, stop, num}}}}, got {spec!r}")
+        raise _error(where, f"give {{values: [...]}} or {{range: {{start, stop, num}}}}, got {brief(spec)}")
     unknown = [k for k in spec if k not in PARAMETER_KEYS]
     if unknown:
         raise _error(f"{where}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(PARAMETER_KEYS)}")
@@ -177,11 +180,11 @@ def _values(path: str, spec: Any) -> tuple:
     if "values" in spec:
         values = spec["values"]
         if not isinstance(values, list) or not values:
-            raise _error(f"{where}.values", f"must be a non-empty list, got {values!r}")
+            raise _error(f"{where}.values", f"must be a non-empty list, got {brief(values)}")
         return tuple(values)
     rng = spec["range"]
     if not isinstance(rng, dict):
-        raise _error(f"{where}.range", f"must be a mapping with start, stop, num, got {rng!r}")
+        raise _error(f"{where}.range", f"must be a mapping with start, stop, num, got {brief(rng)}")
     unknown = [k for k in rng if k not in RANGE_KEYS]
     if unknown:
         raise _error(f"{where}.range.{unknown[0]}", f"unknown key; allowed keys: {', '.join(RANGE_KEYS)}")
@@ -196,13 +199,13 @@ def _values(path: str, spec: Any) -> tuple:
         except ValueError:
             number = None
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number):
-            raise _error(f"{where}.range.{key}", f"must be a finite number, got {value!r}")
+            raise _error(f"{where}.range.{key}", f"must be a finite number, got {brief(value)}")
         bounds.append(float(number))
     start, stop = bounds
     num = rng["num"]
     if not _is_int(num) or num < 1:
         raise _error(f"{where}.range.num",
-                     f"must be an integer >= 1 (an empty range runs nothing), got {num!r}")
+                     f"must be an integer >= 1 (an empty range runs nothing), got {brief(num)}")
     scale = rng.get("scale", "linear")
     if scale == "linear":
         grid = np.linspace(start, stop, int(num))
@@ -212,7 +215,7 @@ def _values(path: str, spec: Any) -> tuple:
                          f"a log range needs start and stop > 0, got {start:g} and {stop:g}")
         grid = np.geomspace(start, stop, int(num))
     else:
-        raise _error(f"{where}.range.scale", f"must be 'linear' or 'log', got {scale!r}")
+        raise _error(f"{where}.range.scale", f"must be 'linear' or 'log', got {brief(scale)}")
     return tuple(float(v) for v in grid)
 
 
@@ -221,17 +224,17 @@ def _zip_groups(spec: Any, paths: list[str]) -> dict[str, str]:
     if spec is None:
         return {}
     if not isinstance(spec, list) or not all(isinstance(g, list) for g in spec):
-        raise _error("sweep.zip", f"must be a list of lists of swept key paths, got {spec!r}")
+        raise _error("sweep.zip", f"must be a list of lists of swept key paths, got {brief(spec)}")
     groups: dict[str, str] = {}
     for i, members in enumerate(spec):
         if len(members) < 2:
-            raise _error(f"sweep.zip[{i}]", f"zip at least two swept key paths together, got {members!r}")
+            raise _error(f"sweep.zip[{i}]", f"zip at least two swept key paths together, got {brief(members)}")
         for j, path in enumerate(members):
             if path not in paths:
-                raise _error(f"sweep.zip[{i}][{j}]", f"{path!r} is not a key of sweep.parameters "
+                raise _error(f"sweep.zip[{i}][{j}]", f"{brief(path)} is not a key of sweep.parameters "
                                                      f"({', '.join(paths)})")
             if path in groups:
-                raise _error(f"sweep.zip[{i}][{j}]", f"{path!r} is already zipped in {groups[path]}")
+                raise _error(f"sweep.zip[{i}][{j}]", f"{brief(path)} is already zipped in {groups[path]}")
             groups[path] = f"zip[{i}]"
     return groups
 
@@ -302,20 +305,20 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
         raise _error(f"sweep.{unknown[0]}", f"unknown key; allowed keys: {', '.join(SWEEP_KEYS)}")
     replicates = spec.get("replicates", 1)
     if not _is_int(replicates) or replicates < 1:
-        raise _error("sweep.replicates", f"must be an integer >= 1, got {replicates!r}")
+        raise _error("sweep.replicates", f"must be an integer >= 1, got {brief(replicates)}")
     root_seed = spec.get("root_seed", data.get("seed", 0))
     if not _is_int(root_seed) or root_seed < 0:
-        raise _error("sweep.root_seed", f"must be an integer >= 0, got {root_seed!r}")
+        raise _error("sweep.root_seed", f"must be an integer >= 0, got {brief(root_seed)}")
     workers = spec.get("workers")
     if workers is not None and (not _is_int(workers) or workers < 1):
-        raise _error("sweep.workers", f"must be an integer >= 1, got {workers!r}")
+        raise _error("sweep.workers", f"must be an integer >= 1, got {brief(workers)}")
     scheduler = spec.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, str):
         raise _error("sweep.scheduler", f"must be a Dask scheduler address such as tcp://host:8786, "
-                                        f"got {scheduler!r}")
+                                        f"got {brief(scheduler)}")
     overrides = spec.get("overrides") or {}
     if not isinstance(overrides, dict):
-        raise _error("sweep.overrides", f"must be a mapping of key path -> value, got {overrides!r}")
+        raise _error("sweep.overrides", f"must be a mapping of key path -> value, got {brief(overrides)}")
     for path, value in overrides.items():
         try:
             set_path(data, split_key_path(str(path)), copy.deepcopy(value))
@@ -323,8 +326,12 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
             raise _error(f"sweep.overrides.{path}", str(err)) from None
 
     raw = spec.get("parameters")
-    if not isinstance(raw, dict) or not raw:
-        raise _error("sweep.parameters", f"must map at least one key path to its values, got {raw!r}")
+    if raw is None:  # replicates alone: the same design, new seeds
+        raw = {}
+        if replicates < 2:
+            raise _error("sweep", "give parameters to vary, or replicates >= 2 (the same design with new seeds)")
+    if not isinstance(raw, dict):
+        raise _error("sweep.parameters", f"must map key paths to their values, got {brief(raw)}")
     zipped = _zip_groups(spec.get("zip"), [str(p) for p in raw])
     parameters = []
     for path, pspec in raw.items():
@@ -332,7 +339,7 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
         values = _values(path, pspec)
         group = pspec.get("group") if isinstance(pspec, dict) else None
         if group is not None and not isinstance(group, str):
-            raise _error(f"sweep.parameters.{path}.group", f"must be a name, got {group!r}")
+            raise _error(f"sweep.parameters.{path}.group", f"must be a name, got {brief(group)}")
         if group is not None and path in zipped:
             raise _error(f"sweep.parameters.{path}.group", f"is also zipped in sweep.{zipped[path]}: "
                                                            "use one of group and zip")
@@ -344,6 +351,11 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
 
     combos, indices = [], []  # each combination's values, and each parameter's value index
     axes = _axes(parameters)
+    n_runs = math.prod(len(axis[0].values) for axis in axes) * replicates
+    if n_runs > MAX_RUNS:
+        sizes = " x ".join(str(len(axis[0].values)) for axis in axes) or "1"
+        raise _error("sweep", f"{sizes} combinations x {replicates} replicates is {n_runs:,} runs, more than "
+                              f"one sweep may hold ({MAX_RUNS:,}); split it into several sweeps")
     for choice in itertools.product(*[range(len(axis[0].values)) for axis in axes]):
         index = {p.path: k for axis, k in zip(axes, choice, strict=True) for p in axis}
         indices.append(index)
@@ -379,7 +391,7 @@ def _scope(text: str, sweep: Sweep, params: dict) -> str:
             return f"sweep.overrides.{text}"
         if str(path).startswith((f"{head}.", f"{head}[")):
             return f"sweep.overrides.{path}: {text}"
-    where = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    where = ", ".join(f"{k}={brief(v)}" for k, v in params.items())
     return f"sweep ({where}): {text}"
 
 
@@ -393,7 +405,8 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     """Validate the experiment of one parameter combination; return its values as validated.
 
     Besides the schema this applies the checks a run makes before it starts
-    (memory estimate, infused cells per type). The returned values are read
+    (:func:`engraft.simulation.preflight`: memory, infused cells per type, the
+    Mesa engine's limits). The returned values are read
     back from the validated config, so ``1.5e8`` (a string to YAML 1.1) is
     recorded as the number the run used.
 
@@ -402,12 +415,11 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     ConfigError
         Naming the swept key (``sweep.parameters.<path>: ...``) or the override.
     """
-    from engraft.simulation import check_infusions
+    from engraft.simulation import preflight
 
     try:
         exp = validate(sweep.config_with(params))
-        check_memory(exp)
-        check_infusions(exp)
+        preflight(exp)
     except ConfigError as err:
         raise ConfigError(_scope(str(err), sweep, params)) from None
     dumped = exp.model_dump(mode="json")
@@ -444,7 +456,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Sw
             raise _error(str(extra[0]), f"unknown key; a sweep file that names an experiment holds only "
                                         f"{' and '.join(POINTER_KEYS)}")
         if not isinstance(raw["experiment"], str):
-            raise _error("experiment", f"must be the path of an experiment file, got {raw['experiment']!r}")
+            raise _error("experiment", f"must be the path of an experiment file, got {brief(raw['experiment'])}")
         experiment = (path.parent / raw["experiment"]).resolve()
         data = resolve_bases(load_yaml(experiment), experiment)
         data["sweep"] = raw.get("sweep")
