@@ -786,6 +786,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse, before minutes of benchmarks, an --out that is someone else's file or cannot be written.
+
+    A benchmark results file (a JSON object with this script's ``tier`` and
+    ``targets``) is replaced; any other existing file is left alone.
+    """
+    from engraft.outputs import OutputError, check_creatable
+
+    if path.exists():
+        try:
+            data = json.loads(path.read_bytes()[: 64 << 20].decode("utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if path.is_dir() or not (isinstance(data, dict) and "tier" in data and "targets" in data):
+            raise OutputError(f"{path}: exists and is not an engraft benchmark results file; it is left "
+                              "alone: choose another --out")
+    check_creatable(path)
+
+
 def run_benchmarks(argv: list[str] | None = None) -> dict:
     """Run the benchmarks; print the table; return (and optionally save) the results.
 
@@ -800,6 +819,8 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
         The results, as written to ``--out``.
     """
     args = parse_args(argv)
+    if args.out:
+        check_results_file(args.out)
     tier_name = "quick" if args.quick else "default"
     tier = TIERS[tier_name]
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
@@ -848,10 +869,11 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
     results["targets"] = compare_targets(results)
     print(report(results))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(args.out)
+        from engraft.outputs import make_parents
+        from engraft.results import atomic_write_text
+
+        make_parents(args.out)
+        atomic_write_text(args.out, json.dumps(results, indent=1))
         log(f"results written to {args.out}")
     return results
 

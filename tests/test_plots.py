@@ -303,7 +303,10 @@ def test_plot_command_writes_every_run_figure_in_every_format(run, tmp_path, cap
         assert "<svg" in svg
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
     assert "days after infusion" in (out / "factor_level.svg").read_text()  # text kept as text
-    assert not list(out.glob(".*"))  # no temporary files left behind
+    from engraft.outputs import FIGURES_MANIFEST
+
+    # no temporary files left behind; the manifest lists what engraft wrote
+    assert [p.name for p in out.glob(".*")] == [FIGURES_MANIFEST]
 
 
 def test_plot_command_defaults_to_run_dir_figures(run, capsys):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from engraft import load_config, simulate
 from engraft.cli import main
@@ -67,12 +69,29 @@ def test_run_directory_contents(tiny, tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
-def test_rewriting_a_run_replaces_it_atomically(tiny, tmp_path):
+def test_rewriting_a_run_needs_force_and_replaces_it_atomically(tiny, tmp_path):
+    from engraft.outputs import OutputError
+
     result = simulate(tiny)
     out = write_run(result, tmp_path / "run", figure=False)
-    (out / "stale.txt").write_text("from an older run")
-    write_run(result, out, figure=False)
-    assert not (out / "stale.txt").exists()
+    before = os.stat(out).st_ino
+    with pytest.raises(OutputError, match="pass --force to replace it"):
+        write_run(result, out, figure=False)
+    assert os.stat(out).st_ino == before
+    write_run(result, out, figure=False, force=True)
+    assert os.stat(out).st_ino != before  # a new directory, renamed into place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_run_directory_holding_other_files_is_never_replaced(tiny, tmp_path):
+    from engraft.outputs import OutputError
+
+    result = simulate(tiny)
+    out = write_run(result, tmp_path / "run", figure=False)
+    (out / "notes.txt").write_text("the user's own notes")
+    with pytest.raises(OutputError, match="also holds files engraft did not write"):
+        write_run(result, out, figure=False, force=True)
+    assert (out / "notes.txt").read_text() == "the user's own notes"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

@@ -14,7 +14,10 @@ HELP = "run one experiment and write its run directory (tables, snapshots, figur
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML experiment file")
-    parser.add_argument("--out", help="run directory (default: results/<config name>)")
+    parser.add_argument("--out", help="run directory (default: results/<config name>); a new path, an "
+                                      "empty directory, or an earlier engraft run with --force")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier engraft run directory at --out (nothing else is ever replaced)")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's seed)")
     parser.add_argument("--engine", choices=("kernel", "mesa"),
                         help="kernel (compiled, default) or mesa (the reference model); sets the config's "
@@ -74,7 +77,11 @@ def format_summary(summary: dict, out: Path) -> str:
 
 
 def main(args) -> int:
-    from engraft.simulation import simulate
+    import shutil
+
+    from engraft.outputs import check_run_dir, stage_dir
+    from engraft.results import check_disk_space
+    from engraft.simulation import preflight, simulate
 
     # --engine and --kernel are config overrides, so the run's config.yaml names what ran
     overrides = list(args.overrides)
@@ -85,6 +92,7 @@ def main(args) -> int:
     if args.kernel:
         overrides.append(f"kernel={args.kernel}")
     exp = load_config(args.config, overrides, seed=args.seed)
+    preflight(exp)
     if args.threads is not None:
         import numba
 
@@ -94,13 +102,22 @@ def main(args) -> int:
             raise UsageError(f"--threads: must be in 1..{numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
         numba.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
-    callback, bar = progress_bar(not args.quiet)
+    # the output is checked, and its temporary sibling made, before simulating
+    check_run_dir(out, force=args.force)
+    staged = stage_dir(out)
     try:
-        result = simulate(exp, progress=callback)
+        check_disk_space(exp, out)
+        callback, bar = progress_bar(not args.quiet)
+        try:
+            result = simulate(exp, progress=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        write_run(result, out, command=["engraft", *sys.argv[1:]], figure=not args.no_figure,
+                  force=args.force, staged=staged)
     finally:
-        if bar is not None:
-            bar.close()
-    write_run(result, out, command=["engraft", *sys.argv[1:]], figure=not args.no_figure)
+        shutil.rmtree(staged, ignore_errors=True)  # gone already unless the run failed
     if not args.quiet:
         print(format_summary(result.summary, out))
     return 0
+

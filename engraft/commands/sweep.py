@@ -11,7 +11,8 @@ HELP = "run a sweep (parameters x replicates) on local processes or a Dask clust
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML experiment with a sweep: section (or experiment: FILE + sweep:)")
     parser.add_argument("--out",
-                        help="sweep directory (default: results/<file name>); rerun into it to resume")
+                        help="sweep directory (default: results/<file name>): a new path, an empty directory, "
+                             "or this sweep's own directory (rerun into it to resume)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="local worker processes (default: the sweep's workers, else every CPU; "
                              "1 runs in this process); with --dask-local, the Dask workers")
@@ -74,6 +75,9 @@ def main(args) -> int:
         return 1
     print(f"{outcome.total} runs in {out} ({outcome.executor}): {outcome.ran} ran now, "
           f"{outcome.reused} reused; table {out / 'aggregate.parquet'}")
+    if outcome.damaged_ids:
+        print(f"{len(outcome.damaged_ids)} runs whose files no longer parsed were run again "
+              f"({', '.join(outcome.damaged_ids[:5])}{', ...' if len(outcome.damaged_ids) > 5 else ''})")
     if outcome.failed:
         print(f"{outcome.failed} of {outcome.total} runs failed ({', '.join(outcome.failed_ids[:5])}"
               f"{', ...' if outcome.failed > 5 else ''}; see {out / 'runs'}/<run_id>.error.json); "

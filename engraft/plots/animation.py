@@ -7,12 +7,14 @@ matplotlib); MP4 needs ffmpeg on the PATH.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter, writers
 
+from engraft.outputs import check_new_file, make_parents, share_like_umask
 from engraft.plots import data
 from engraft.plots.lattice_image import LEGEND_CLONES, clone_ranks, lattice_legend, lattice_rgba
 from engraft.plots.run_figures import draw_factor_level
@@ -96,8 +98,10 @@ def lattice_animation(run, by: str = "type", interval_ms: int = 600) -> tuple[pl
 
 
 def animate_run(path: str | os.PathLike, out: str | os.PathLike, by: str = "type", fps: float = 2.0,
-                dpi: int = 100) -> Path:
+                dpi: int = 100, force: bool = False) -> Path:
     """Write the lattice animation of the run directory ``path`` to ``out`` (.gif or .mp4).
+
+    An existing file at ``out`` is overwritten only with ``force``.
 
     Raises
     ------
@@ -105,19 +109,25 @@ def animate_run(path: str | os.PathLike, out: str | os.PathLike, by: str = "type
         ``out`` is neither .gif nor .mp4, or ``by`` is unknown.
     MissingWriterError
         ``out`` is .mp4 and ffmpeg is not installed.
+    OutputError
+        ``out`` exists (without ``force``) or cannot be created.
     """
     from engraft.results import read_run
 
     suffix = check_output(out)
+    check_new_file(out, force=force, what="animation file")
     run = read_run(path)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(out)
     fig, animation = lattice_animation(run, by, interval_ms=int(1000 / fps))
     writer = PillowWriter(fps=fps) if suffix == ".gif" else FFMpegWriter(fps=fps)
-    tmp = out.with_name(f".{out.stem}.tmp{suffix}")
+    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{suffix}", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         with figure_style():
             animation.save(tmp, writer=writer, dpi=dpi)
+        share_like_umask(tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from engraft.outputs import FigureFolder
 from engraft.plots import data
 from engraft.plots.lattice_image import LEGEND_CLONES, clone_ranks, lattice_legend, lattice_rgba
 from engraft.plots.style import (
@@ -350,11 +351,11 @@ def plot_run(path: str | os.PathLike, out: str | os.PathLike | None = None,
     from engraft.results import read_run
 
     run = read_run(path)
-    out = Path(out) if out is not None else Path(path) / "figures"
+    folder = FigureFolder(Path(out) if out is not None else Path(path) / "figures")
     written: list[Path] = []
     for name, fig in run_figures(run).items():
         try:
-            written += save_figure(fig, out, name, formats)
+            written += save_figure(fig, folder, name, formats)
         finally:
             plt.close(fig)
     return written

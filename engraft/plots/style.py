@@ -134,22 +134,30 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     return formats
 
 
-def save_figure(fig, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+def save_figure(fig, directory, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Write ``fig`` as ``directory/name.<format>`` for each format; return the paths.
 
-    Each file is written under a temporary name and renamed, so a reader never
-    sees half a figure.
+    ``directory`` is a folder path or an :class:`engraft.outputs.FigureFolder`.
+    A file engraft did not write is never overwritten (one-line
+    :class:`~engraft.outputs.OutputError`). Each file is written under a
+    temporary name and renamed, so a reader never sees half a figure.
     """
     import os
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    from engraft.outputs import FigureFolder, share_like_umask
+
+    folder = directory if isinstance(directory, FigureFolder) else FigureFolder(directory)
+    folder.claim([f"{name}.{fmt}" for fmt in formats])
     paths = []
     with figure_style():
         for fmt in formats:
-            path = directory / f"{name}.{fmt}"
-            tmp = directory / f".{name}.tmp.{fmt}"
-            fig.savefig(tmp, format=fmt, dpi=RC_PARAMS["savefig.dpi"], bbox_inches="tight")
-            os.replace(tmp, path)
+            path = folder.path(f"{name}.{fmt}")
+            tmp = folder.folder / f".{name}.tmp.{fmt}"
+            try:
+                fig.savefig(tmp, format=fmt, dpi=RC_PARAMS["savefig.dpi"], bbox_inches="tight")
+                share_like_umask(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             paths.append(path)
     return paths

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from engraft.outputs import FigureFolder
 from engraft.plots.data import PlotInputError, SweepTable, read_sweep
 from engraft.plots.style import (
     FACTOR_LABEL,
@@ -270,11 +271,11 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None,
                formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Write every figure of the sweep directory ``path`` into ``out`` (default ``path/figures``)."""
     sweep = read_sweep(path)
-    out = Path(out) if out is not None else Path(path) / "figures"
+    folder = FigureFolder(Path(out) if out is not None else Path(path) / "figures")
     written: list[Path] = []
     for name, fig in sweep_figures(sweep).items():
         try:
-            written += save_figure(fig, out, name, formats)
+            written += save_figure(fig, folder, name, formats)
         finally:
             plt.close(fig)
     return written

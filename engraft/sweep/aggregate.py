@@ -2,7 +2,8 @@
 
 ``SWEEP_DIR/aggregate.parquet`` has, per run, ``run_id``, one column per
 swept key path (``infusions[0].dose_per_kg``, ...), ``replicate``, ``seed``,
-``status`` (``done``, ``failed`` or ``missing``), ``error`` (failed runs),
+``status`` (``done``, ``failed``, ``damaged`` (its files do not parse; run
+again on resume) or ``missing``), ``error`` (failed and damaged runs),
 ``wall_seconds`` and every summary read-out of :func:`engraft.readouts.summarize`
 (``final_factor_iu_dl``, ``final_severity``, ``threshold_day``,
 ``recovery_day``, ``final_hsc_chimerism``, ``final_clones_alive``,
@@ -17,14 +18,18 @@ import io
 import json
 import numbers
 import os
+import re
 from pathlib import Path
 
 from engraft.config.load import ConfigError
-from engraft.results import atomic_write_bytes
-from engraft.sweep.executors import STATUS_DONE, STATUS_FAILED, error_path, run_status
+from engraft.errors import one_line
+from engraft.results import atomic_write_bytes, run_dir_problem
+from engraft.sweep.executors import STATUS_DAMAGED, STATUS_DONE, STATUS_FAILED, error_path, run_status
 
 AGGREGATE_FILE = "aggregate.parquet"
 SPEC_FILE = "sweep.json"
+#: the id of a run in a sweep (r00017)
+RUN_ID = re.compile(r"r[0-9]{5,}")
 
 
 class SweepDirError(ConfigError):
@@ -32,14 +37,44 @@ class SweepDirError(ConfigError):
 
 
 def read_spec(out: str | os.PathLike) -> dict:
-    """Read ``SWEEP_DIR/sweep.json``."""
+    """Read and check ``SWEEP_DIR/sweep.json``; one line if it is missing or not an engraft sweep file."""
     path = Path(out) / SPEC_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SweepDirError(f"{out}: not a sweep directory (no {SPEC_FILE})") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise SweepDirError(f"{path}: cannot read ({err})") from None
+    except IsADirectoryError:
+        raise SweepDirError(f"{path}: is a directory, not a sweep file") from None
+    except OSError as err:
+        raise SweepDirError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise SweepDirError(f"{path}: not a sweep file engraft can read (binary, not JSON text); it was "
+                            "left as it is: choose another directory") from None
+    except ValueError as err:
+        raise SweepDirError(f"{path}: not a sweep file engraft can read (invalid JSON: {one_line(err, 80)}); "
+                            "it was left as it is: choose another directory") from None
+    problem = spec_problem(data)
+    if problem:
+        raise SweepDirError(f"{path}: not a sweep file engraft can read ({problem}); it was left as it is: "
+                            "choose another directory")
+    return data
+
+
+def spec_problem(data) -> str | None:
+    """What makes ``data`` no sweep.json engraft wrote (None if it is one)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for key in ("digest", "engraft_version", "runs"):
+        if key not in data:
+            return f"no {key!r} entry"
+    if not isinstance(data["runs"], list):
+        return "'runs' is not a list"
+    for i, run in enumerate(data["runs"]):
+        if not (isinstance(run, dict) and isinstance(run.get("run_id"), str)
+                and RUN_ID.fullmatch(run["run_id"]) and isinstance(run.get("params"), dict)
+                and isinstance(run.get("replicate"), int) and isinstance(run.get("seed"), int)):
+            return f"runs[{i}] is not a run entry (run_id, params, replicate, seed)"
+    return None
 
 
 def run_row(out: Path, run: dict) -> dict:
@@ -52,7 +87,13 @@ def run_row(out: Path, run: dict) -> dict:
         row["wall_seconds"] = provenance.get("wall_seconds")
         row.update(json.loads((path / "summary.json").read_text(encoding="utf-8")))
     elif row["status"] == STATUS_FAILED:
-        row["error"] = json.loads(error_path(path).read_text(encoding="utf-8")).get("error")
+        try:
+            record = json.loads(error_path(path).read_bytes().decode("utf-8"))
+            row["error"] = record.get("error") if isinstance(record, dict) else None
+        except (OSError, ValueError):
+            row["error"] = "its error record does not parse"
+    elif row["status"] == STATUS_DAMAGED:
+        row["error"] = run_dir_problem(path)
     return row
 
 

@@ -25,9 +25,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engraft.results import atomic_write_text, is_run_dir, to_json
+from engraft.errors import DiskFull
+from engraft.outputs import is_disk_full
+from engraft.results import atomic_write_text, is_run_dir, run_dir_problem, to_json
 
-STATUS_DONE, STATUS_FAILED, STATUS_MISSING = "done", "failed", "missing"
+STATUS_DONE, STATUS_FAILED, STATUS_MISSING, STATUS_DAMAGED = "done", "failed", "missing", "damaged"
+#: a run that could not be written because the disk is full (the sweep stops)
+STATUS_DISK_FULL = "disk_full"
 #: says when a worker is lost (Python's last-resort handler prints it on stderr)
 log = logging.getLogger(__name__)
 #: attempts of a run whose worker process died before it finished
@@ -80,9 +84,10 @@ def error_path(run_dir: str | os.PathLike) -> Path:
 
 
 def run_status(run_dir: str | os.PathLike) -> str:
-    """``done`` (a complete run directory), ``failed`` (an error record) or ``missing``."""
+    """``done`` (a complete run directory whose files parse), ``damaged`` (complete, but a file does
+    not parse), ``failed`` (an error record) or ``missing``."""
     if is_run_dir(run_dir):
-        return STATUS_DONE
+        return STATUS_DONE if run_dir_problem(run_dir) is None else STATUS_DAMAGED
     if error_path(run_dir).exists():
         return STATUS_FAILED
     return STATUS_MISSING
@@ -122,12 +127,20 @@ def execute(task: Task) -> RunOutcome:
             numba.set_num_threads(max(1, min(task.numba_threads, numba.config.NUMBA_NUM_THREADS)))
         exp = validate(task.config)
         result = simulate(exp, seed=task.seed)
-        write_run(result, task.run_dir, command=["engraft", "sweep", task.run_id], figure=task.figure)
+        write_run(result, task.run_dir, command=["engraft", "sweep", task.run_id], figure=task.figure,
+                  owned=True)
         error_path(task.run_dir).unlink(missing_ok=True)  # a retried run that now worked
         return RunOutcome(task.run_id, task.seed, STATUS_DONE, summary=result.summary,
                           wall_seconds=time.perf_counter() - start)
+    except DiskFull as err:  # nothing more can be written: the sweep stops, the run stays to do
+        return RunOutcome(task.run_id, task.seed, STATUS_DISK_FULL, error=str(err))
     except Exception as err:  # the run is recorded as failed; the sweep goes on
-        return record_failure(task, f"{type(err).__name__}: {err}", traceback.format_exc())
+        try:
+            return record_failure(task, f"{type(err).__name__}: {err}", traceback.format_exc())
+        except OSError as write_err:
+            if is_disk_full(write_err) or is_disk_full(err):
+                return RunOutcome(task.run_id, task.seed, STATUS_DISK_FULL, error=str(write_err))
+            raise
 
 
 def outcome_from_dir(task: Task) -> RunOutcome:

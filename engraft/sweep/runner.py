@@ -7,8 +7,8 @@ Layout of a sweep directory::
     runs/r00007.error.json  a run that raised: its error (retried on the next resume)
     aggregate.parquet       one row per run (see engraft.sweep.aggregate)
 
-A run is done exactly when its run directory is complete
-(:func:`engraft.results.is_run_dir`); run directories appear whole by a final
+A run is done exactly when its run directory is complete and its files parse
+(:func:`engraft.results.run_dir_problem`); run directories appear whole by a final
 rename, so an interrupted sweep (Ctrl-C, ``kill -9``, a lost worker) never
 leaves half a run. Running the same sweep into the same directory again runs
 only what is not done and reuses the rest; a different sweep (changed config,
@@ -26,9 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engraft._version import __version__
-from engraft.results import atomic_write_text, to_json
-from engraft.sweep.aggregate import SPEC_FILE, SweepDirError, collect
+from engraft.errors import brief
+from engraft.outputs import (
+    OutputError,
+    check_sweep_dir,
+    describe_os_error,
+    disk_full_failure,
+    is_disk_full,
+    share_like_umask,
+)
+from engraft.results import atomic_write_text, check_disk_space, run_dir_problem, to_json
+from engraft.sweep.aggregate import SPEC_FILE, SweepDirError, collect, read_spec
 from engraft.sweep.executors import (
+    STATUS_DAMAGED,
+    STATUS_DISK_FULL,
     STATUS_DONE,
     STATUS_FAILED,
     DaskExecutor,
@@ -37,6 +48,7 @@ from engraft.sweep.executors import (
     SerialExecutor,
     Task,
     available_cpus,
+    log,
     run_status,
 )
 from engraft.sweep.spec import Run, Sweep, load_sweep
@@ -83,6 +95,7 @@ class SweepOutcome:
     out: Path
     executor: str = ""
     failed_ids: list[str] = field(default_factory=list)
+    damaged_ids: list[str] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
@@ -112,7 +125,7 @@ def _first_difference(old, new, path: str = "") -> str | None:
             if found:
                 return found
         return None
-    return None if old == new else f"{path or '(top level)'} {old!r} -> {new!r}"
+    return None if old == new else f"{path or '(top level)'} {brief(old)} -> {brief(new)}"
 
 
 def _describe_change(old: dict, new: dict) -> str:
@@ -173,16 +186,14 @@ def prepare(sweep: Sweep, out: Path) -> None:
     spec = {"digest": sweep.digest(), "engraft_version": __version__,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **sweep.spec_json()}
     if spec_path.exists():
-        try:
-            old = json.loads(spec_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = {}
+        old = read_spec(out)  # one line if it is not a sweep file engraft can read
         if old.get("digest") != spec["digest"]:
             raise SweepDirError(f"{out}: holds a different sweep ({_describe_change(old, spec)}); "
                                 "rerun it with its own file, or choose a new --out")
     else:
         atomic_write_text(spec_path, to_json(spec))
     (out / "runs").mkdir(exist_ok=True)
+    share_like_umask(out, directory=True)
     remove_leftovers(out)
 
 
@@ -268,30 +279,70 @@ def run_sweep(sweep: Sweep | str | os.PathLike, out: str | os.PathLike, *, worke
     out = Path(out).resolve()
     executor = choose_executor(workers if workers is not None else sweep.workers,
                                scheduler or (None if dask_local else sweep.scheduler), dask_local)
-    out.mkdir(parents=True, exist_ok=True)
-    with SweepLock(out):
-        prepare(sweep, out)
-        todo = [r for r in sweep.runs if run_status(run_dir(out, r)) != STATUS_DONE]
-        state = SweepProgress(total=len(sweep.runs), reused=len(sweep.runs) - len(todo))
-        threads = worker_threads(executor, available_cpus())
-        tasks = (Task(r.run_id, sweep.run_config(r), r.seed, str(run_dir(out, r)), figures, threads)
-                 for r in todo)
-        failed_ids: list[str] = []
-        if progress:
-            progress(state)
+    check_sweep_dir(out, SPEC_FILE, LOCK_FILE)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with SweepLock(out):
+            prepare(sweep, out)
+            return _run_prepared(sweep, out, executor, figures, progress)
+    except OSError as err:  # the file system refused a write of the sweep's own files
+        if is_disk_full(err):
+            raise disk_full_failure(out, f"{_done_count(sweep, out)} of {len(sweep.runs)} runs are complete "
+                                         "and kept") from None
+        raise OutputError(describe_os_error(out, err)) from None
+
+
+def _done_count(sweep: Sweep, out: Path) -> int:
+    try:
+        return sum(run_status(run_dir(out, r)) == STATUS_DONE for r in sweep.runs)
+    except OSError:  # pragma: no cover - the directory itself became unreadable
+        return 0
+
+
+def _run_prepared(sweep: Sweep, out: Path, executor, figures: bool,
+                  progress: ProgressCallback | None) -> SweepOutcome:
+    statuses = {r.run_id: run_status(run_dir(out, r)) for r in sweep.runs}
+    todo = [r for r in sweep.runs if statuses[r.run_id] != STATUS_DONE]
+    damaged = [r.run_id for r in todo if statuses[r.run_id] == STATUS_DAMAGED]
+    if damaged:
+        log.warning("engraft sweep: %d finished run%s had files that do not parse and will run again: %s",
+                    len(damaged), "s" if len(damaged) > 1 else "",
+                    ", ".join(f"{i} ({run_dir_problem(out / 'runs' / i)})" for i in damaged[:5])
+                    + (", ..." if len(damaged) > 5 else ""))
+    if todo:
+        check_disk_space(sweep.run_experiment(todo[0]), out, runs=len(todo))
+    state = SweepProgress(total=len(sweep.runs), reused=len(sweep.runs) - len(todo))
+    threads = worker_threads(executor, available_cpus())
+    tasks = (Task(r.run_id, sweep.run_config(r), r.seed, str(run_dir(out, r)), figures, threads)
+             for r in todo)
+    failed_ids: list[str] = []
+    disk_full: str | None = None
+    if progress:
+        progress(state)
+    try:
+        if todo:
+            with executor:
+                for outcome in executor.map(tasks):
+                    if outcome.status == STATUS_DISK_FULL:
+                        disk_full = outcome.error
+                        break
+                    _count(state, outcome, failed_ids)
+                    if progress:
+                        progress(state)
+    finally:
+        if not getattr(executor, "scheduler", None):  # local workers are gone: clean up after them
+            remove_leftovers(out)
         try:
-            if todo:
-                with executor:
-                    for outcome in executor.map(tasks):
-                        _count(state, outcome, failed_ids)
-                        if progress:
-                            progress(state)
-        finally:
-            if not getattr(executor, "scheduler", None):  # local workers are gone: clean up after them
-                remove_leftovers(out)
             collect(out)  # also after an interruption: the table says what is missing
+        except OSError as err:
+            if not (disk_full or is_disk_full(err)):
+                raise
+            disk_full = disk_full or str(err)
+    if disk_full:
+        raise disk_full_failure(out, f"{_done_count(sweep, out)} of {len(sweep.runs)} runs are complete and "
+                                     "kept (the aggregate table may be out of date)")
     return SweepOutcome(total=state.total, reused=state.reused, ran=state.ran, failed=state.failed,
-                        out=out, executor=executor.description, failed_ids=failed_ids)
+                        out=out, executor=executor.description, failed_ids=failed_ids, damaged_ids=damaged)
 
 
 def _count(state: SweepProgress, outcome: RunOutcome, failed_ids: list[str]) -> None:
