@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from engraft._version import __version__
-from engraft.config.load import ConfigError
+from engraft.errors import RunFailed, UserError, one_line
 
 #: subcommand -> module implementing it
 COMMANDS = {
@@ -28,7 +29,7 @@ COMMANDS = {
 }
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A command was used wrongly (bad path, incompatible options): exit status 2."""
 
 
@@ -50,26 +51,56 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (also used by the tests)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in COMMANDS:
-        module = importlib.import_module(COMMANDS[argv[0]])
-        if getattr(module, "RAW_ARGS", False):  # the command parses its own options
-            rest = argv[1:]
-            args = argparse.Namespace(command=argv[0], _module=module,
-                                      args=rest[1:] if rest[:1] == ["--"] else rest)
-            return _dispatch(args)
-    args = build_parser().parse_args(argv)
-    return _dispatch(args)
+    try:
+        if argv and argv[0] in COMMANDS:
+            module = importlib.import_module(COMMANDS[argv[0]])
+            if getattr(module, "RAW_ARGS", False):  # the command parses its own options
+                rest = argv[1:]
+                args = argparse.Namespace(command=argv[0], _module=module,
+                                          args=rest[1:] if rest[:1] == ["--"] else rest)
+                return _dispatch(args)
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except BrokenPipeError:
+        return _stdout_closed()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
-        return int(args._module.main(args) or 0)
-    except (ConfigError, UsageError) as err:
-        print(f"engraft {args.command}: error: {err}", file=sys.stderr)
+        status = int(args._module.main(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except UserError as err:
+        _error(args.command, err)
         return 2
+    except RunFailed as err:
+        _error(args.command, err)
+        return 1
     except KeyboardInterrupt:
         print(f"engraft {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(command: str, err: BaseException) -> None:
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    print(one_line(f"engraft {command}: error: {err}"), file=sys.stderr)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``engraft run ... | head -1``): stop quietly, as Unix tools do.
+
+    Standard output is pointed at /dev/null so the interpreter's final flush
+    raises nothing; the exit status is that of a process ended by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a file descriptor
+        pass
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -140,3 +140,19 @@ def test_bad_paths(cli, tmp_path):
     check_refused(cli, ["validate", str(fifo)], "not a regular file", tmp_path)
     check_refused(cli, ["sweep", str(tmp_path / "none.yaml"), "--out", "o"], "no such config file", tmp_path)
     check_refused(cli, ["collect", str(tmp_path)], "not a sweep directory (no sweep.json)", tmp_path)
+
+
+def test_a_closed_stdout_is_no_traceback():
+    """``engraft validate FILE | head -0``: the reader is gone before engraft writes."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "engraft", "validate", str(TINY)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr  # as a Unix tool ended by SIGPIPE
+    assert proc.stderr == ""
