@@ -36,6 +36,7 @@ import numpy as np
 
 from engraft._version import __version__
 from engraft.config.load import dump_config
+from engraft.errors import UserError
 from engraft.outputs import (
     RUN_FILES,
     check_run_dir,
@@ -245,6 +246,10 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return all((path / name).is_file() for name in RUN_FILES)
 
 
+class RunDirError(UserError, FileNotFoundError):
+    """A path that is not a complete, readable engraft run directory (one line, exit status 2)."""
+
+
 def run_dir_problem(path: str | os.PathLike) -> str | None:
     """None if ``path`` is a complete run directory whose files parse; else what is wrong, in a few words.
 
@@ -300,7 +305,10 @@ def read_run(path: str | os.PathLike) -> RunData:
     path = Path(path)
     if not is_run_dir(path):
         missing = [n for n in RUN_FILES if not (path / n).is_file()]
-        raise FileNotFoundError(f"{path}: not an engraft run directory (missing {', '.join(missing)})")
+        raise RunDirError(f"{path}: not an engraft run directory (missing {', '.join(missing)})")
+    problem = run_dir_problem(path)
+    if problem:
+        raise RunDirError(f"{path}: a damaged engraft run directory ({problem}); run it again")
     with np.load(path / "snapshots.npz") as npz:
         snapshots = {k: npz[k] for k in npz.files}
     return RunData(

@@ -281,3 +281,17 @@ $E run "$TINY" --set time.duration_days=2 -q --no-figure --out "{tmp_path}/run";
 """, tmp_path)
     assert "help=0" in proc.stdout and "run=0" in proc.stdout, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_plot_and_animate_refuse_a_damaged_run_directory(tmp_path, capsys, run_dir):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    csv = (damaged / "timeseries.csv").read_bytes()
+    (damaged / "timeseries.csv").write_bytes(csv[: len(csv) // 2])  # cut mid-line
+    assert main(["plot", str(damaged), "--out", str(tmp_path / "figs")]) == 2
+    assert "a damaged engraft run directory (timeseries.csv is cut short" in one_error_line(capsys)
+    (damaged / "timeseries.csv").write_bytes(csv)
+    (damaged / "snapshots.npz").write_bytes(b"PK\x03\x04 not a whole archive")
+    assert main(["animate", str(damaged), "--out", str(tmp_path / "a.gif")]) == 2
+    assert "snapshots.npz is not a complete archive" in one_error_line(capsys)
+    assert not (tmp_path / "a.gif").exists()
