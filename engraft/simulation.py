@@ -296,7 +296,9 @@ class TallyTables:
         exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
         for t, name in enumerate(exp.type_names):
             ct = exp.cell_types[name]
-            if ct.kind == "progenitor" and ct.lineage is not None:
+            # a lattice with no site of this type's kind (every site a niche) never holds one: it
+            # adds nothing, rather than 0 exits x an infinite scale = NaN
+            if ct.kind == "progenitor" and ct.lineage is not None and math.isfinite(sc[name]):
                 exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
         tg = exp.transgene
         secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)

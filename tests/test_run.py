@@ -230,3 +230,24 @@ def test_cli_bench_passes_its_options_to_the_benchmark_script(capsys):
         main(["bench", "--no-such-option"])
     assert done.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_every_site_a_niche_gives_finite_read_outs(tiny_path):
+    """No progenitor site: progenitors add nothing (never 0 exits x an infinite scale = NaN, classed 'normal')."""
+    exp = load_config(tiny_path, ["lattice.niche_fraction=1", "time.duration_days=20",
+                                  "infusions[0].composition={HSC: 0.001}"])
+    result = simulate(exp)
+    levels = result.timeseries["factor_iu_dl"].to_numpy(float)
+    assert np.isfinite(levels).all()
+    assert np.allclose(levels, exp.pk.baseline_iu_dl)  # nothing expresses: the endogenous level
+    assert result.summary["final_severity"] == "severe"
+
+
+def test_a_level_that_is_not_a_number_gets_no_class():
+    from engraft.errors import NumericalFailure
+    from engraft.tally import severity
+
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(NumericalFailure, match="no class or read-out is given"):
+            severity(bad)
+    assert severity(0.5) == "severe" and severity(40.0) == "normal"

@@ -113,13 +113,6 @@ class LatticeConfig(Section):
         if self.niche_cluster_count is not None and self.niche_placement != "clustered":
             raise ValueError("niche_cluster_count: only used with niche_placement 'clustered'")
         n_niche = round(self.niche_fraction * self.n_sites)
-        if n_niche == 0:
-            raise ValueError(f"niche_fraction: gives no niche site for the HSCs on {self.n_sites:,} sites "
-                             f"(must be at least {0.5 / self.n_sites:.3g}), got {self.niche_fraction:g}")
-        if n_niche >= self.n_sites:
-            raise ValueError(f"niche_fraction: leaves no non-niche sites for progenitors on "
-                             f"{self.n_sites:,} sites (must be below {1 - 0.5 / self.n_sites:.6g}), "
-                             f"got {self.niche_fraction:g}")
         if self.niche_cluster_count is not None and self.niche_cluster_count > max(n_niche, 1):
             raise ValueError(f"niche_cluster_count: at most the number of niche sites ({n_niche:,} = "
                              f"niche_fraction x {self.n_sites:,} sites), got {self.niche_cluster_count:,}")
