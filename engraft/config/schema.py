@@ -322,6 +322,9 @@ class Experiment(Section):
     pk: PKConfig
     readouts: ReadoutConfig
     sweep: dict | None = Field(None, description="batch experiments; see engraft.sweep")
+    cohort: dict | None = Field(None, description="virtual patient cohorts; see engraft.cohort")
+    virtual_patient: dict | None = Field(
+        None, description="a cohort run's arm, patient index and draws (recorded; the simulation ignores it)")
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:

@@ -1,0 +1,6 @@
+"""placeholder"""
+HELP = "global sensitivity"
+def add_arguments(parser):
+    pass
+def main(args):
+    return 0
