@@ -354,6 +354,9 @@ def report_markdown(result: dict, design: dict, figures_dir: str = "figures") ->
     lines += [f"{result['patients_per_arm']} virtual patients per arm, {len(result['arms'])} arm(s); "
               f"{result['runs_done']} of {result['runs']} runs done. Levels are 28-day trailing means of "
               "the daily plasma level; intervals are 95 % (exact Clopper-Pearson for proportions).", ""]
+    dropped = design["readouts"].get("days_after_follow_up") or []
+    if dropped:
+        lines += [f"Days after the end of follow-up, left out: {', '.join(f'{d:g}' for d in dropped)}.", ""]
     lines += ["## Drawn per patient", "", "| quantity | distribution | sets | source |", "|---|---|---|---|"]
     for name, p in design["parameters"].items():
         sets = ", ".join(p["paths"]) + ("" if p["apply"] == "set" else f" ({p['apply']})")

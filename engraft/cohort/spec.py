@@ -120,6 +120,7 @@ class CohortSpec:
     arm_names: list[str] | None = None
     days: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
+    days_after_follow_up: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
         """What ``sweep.json`` records of the cohort (a changed cohort is refused on resume)."""
@@ -137,7 +138,8 @@ class CohortSpec:
                             if self.correlation is not None else None),
             "noise": {"patients": self.noise_patients, "replicates": self.noise_replicates},
             "arm_names": self.arm_names,
-            "readouts": {"days": list(self.days), "thresholds": list(self.thresholds)},
+            "readouts": {"days": list(self.days), "thresholds": list(self.thresholds),
+                         "days_after_follow_up": list(self.days_after_follow_up)},
         }
 
 
@@ -291,11 +293,13 @@ def parse_cohort_section(spec: Any, seed: int, duration_days: float, threshold: 
     days = readouts.get("days", [d for d in DEFAULT_DAYS if d <= duration_days])
     if not isinstance(days, list) or not days:
         raise _error("cohort.readouts.days", f"must be a non-empty list of days, got {days!r}")
-    days_f = tuple(_positive(f"cohort.readouts.days[{i}]", d) for i, d in enumerate(days))
-    for i, d in enumerate(days_f):
-        if d > duration_days:
-            raise _error(f"cohort.readouts.days[{i}]", f"day {d:g} is after the end of follow-up "
-                                                       f"(time.duration_days={duration_days:g})")
+    days_all = tuple(_positive(f"cohort.readouts.days[{i}]", d) for i, d in enumerate(days))
+    # days after the end of follow-up (a shortened run, --set time.duration_days=...) are left
+    # out of the tables, and the report says which
+    days_f = tuple(d for d in days_all if d <= duration_days)
+    if not days_f:
+        raise _error("cohort.readouts.days", f"every day is after the end of follow-up "
+                                             f"(time.duration_days={duration_days:g}), got {days!r}")
     thresholds = readouts.get("thresholds", [threshold])
     if not isinstance(thresholds, list) or not thresholds:
         raise _error("cohort.readouts.thresholds", f"must be a non-empty list of IU/dL, got {thresholds!r}")
@@ -307,7 +311,8 @@ def parse_cohort_section(spec: Any, seed: int, duration_days: float, threshold: 
     return CohortSpec(patients=int(patients), root_seed=int(root_seed), sampling=sampling,
                       parameters=parameters, correlated=correlated, correlation=correlation,
                       noise_patients=int(noise_patients), noise_replicates=int(noise_replicates),
-                      arm_names=arm_names, days=days_f, thresholds=thr)
+                      arm_names=arm_names, days=days_f, thresholds=thr,
+                      days_after_follow_up=tuple(d for d in days_all if d > duration_days))
 
 
 def _positive(where: str, value: Any) -> float:
