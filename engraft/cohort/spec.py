@@ -561,6 +561,8 @@ def _check_patient(cohort: Cohort, params: dict, spec: CohortSpec, arm: int, pat
         head = text.split(": ", 1)[0]
         for p in spec.parameters:
             if any(head == path or head.startswith((f"{path}.", f"{path}[")) for path in p.paths):
+                if "unknown key" in text or "no such list item" in text:  # the path itself is wrong
+                    raise ConfigError(f"cohort.parameters.{p.name}: {text}") from None
                 value = params.get(p.name, params.get(head))
                 raise ConfigError(f"cohort.parameters.{p.name}: patient {patient} (arm {arm}) drew "
                                   f"{value!r}: {text}; bound the distribution (low/high)") from None

@@ -323,6 +323,7 @@ class Experiment(Section):
     readouts: ReadoutConfig
     sweep: dict | None = Field(None, description="batch experiments; see engraft.sweep")
     cohort: dict | None = Field(None, description="virtual patient cohorts; see engraft.cohort")
+    sensitivity: dict | None = Field(None, description="global sensitivity designs; see engraft.sensitivity")
     virtual_patient: dict | None = Field(
         None, description="a cohort run's arm, patient index and draws (recorded; the simulation ignores it)")
 
