@@ -28,7 +28,7 @@ patient::
       correlation:                  # Gaussian copula of the named parameters
         parameters: [infusions[0].transduction, infusions[0].vcn.mean]
         matrix: [[1.0, 0.5], [0.5, 1.0]]
-      noise: {patients: 10, replicates: 3}   # the first 10 patients run 3 times (new seeds)
+      noise: {patients: 10, replicates: 3}   # the first 10 patients (all, if fewer) run 3 times (new seeds)
       arm_names: [myeloablative, reduced intensity]
       readouts: {days: [180, 365, 730], thresholds: [15]}
 
@@ -281,9 +281,9 @@ def parse_cohort_section(spec: Any, seed: int, duration_days: float, threshold: 
         raise _error("cohort.noise", f"must be a mapping with patients and replicates, got {noise!r}")
     noise_patients = noise.get("patients", 0)
     noise_replicates = noise.get("replicates", 1)
-    if not _is_int(noise_patients) or not 0 <= noise_patients <= patients:
-        raise _error("cohort.noise.patients", f"must be an integer in [0, cohort.patients={patients}], "
-                                              f"got {noise_patients!r}")
+    if not _is_int(noise_patients) or noise_patients < 0:
+        raise _error("cohort.noise.patients", f"must be an integer >= 0, got {noise_patients!r}")
+    noise_patients = min(noise_patients, patients)  # the first ones; all of them in a smaller cohort
     if not _is_int(noise_replicates) or noise_replicates < 1 or (noise_patients and noise_replicates < 2):
         raise _error("cohort.noise.replicates", f"must be an integer >= 2 (runs per patient, new seeds), "
                                                 f"got {noise_replicates!r}")
