@@ -42,7 +42,7 @@ import numpy as np
 
 from engraft.readouts import THRESHOLD_WINDOW_DAYS, rolling_mean, threshold_day
 from engraft.results import atomic_write_bytes, atomic_write_text, to_json
-from engraft.sweep.aggregate import AGGREGATE_FILE, SweepDirError, read_spec
+from engraft.sweep.aggregate import SweepDirError, read_spec
 
 PATIENTS_FILE = "patients.parquet"
 TRIAL_FILE = "trial.json"
@@ -182,12 +182,12 @@ def patient_table(out: Path, spec: dict, days: tuple, thresholds: tuple):
     import pandas as pd
 
     rows = []
+    columns = ("day", "factor_iu_dl", "joint_bleeds_per_year")
     for run in spec["runs"]:
         path = out / "runs" / run["run_id"]
         if not (path / "summary.json").is_file() or not (path / "provenance.json").is_file():
             continue
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        columns = ["day", "factor_iu_dl", "joint_bleeds_per_year"]
         ts = pd.read_csv(path / "timeseries.csv", usecols=lambda c: c in columns)
         row = {"run_id": run["run_id"], **run["params"], "replicate": run["replicate"], "seed": run["seed"]}
         row.update(patient_outcomes(ts, summary, days, thresholds))

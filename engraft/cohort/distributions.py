@@ -232,8 +232,9 @@ class EmpiricalTable:
 
 def parse_empirical(where: str, spec: dict, base_dir) -> EmpiricalTable:
     """Read the CSV of an ``empirical`` parameter; a missing file or column names the key."""
-    import pandas as pd
     from pathlib import Path
+
+    import pandas as pd
 
     for key in spec:
         if key not in DISTRIBUTION_KEYS["empirical"] and key not in ("distribution",):

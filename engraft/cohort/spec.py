@@ -61,7 +61,6 @@ from typing import Any
 import numpy as np
 
 from engraft.cohort.distributions import (
-    PARAMETER_KEYS,
     Distribution,
     EmpiricalTable,
     parse_distribution,
