@@ -13,7 +13,8 @@ work lowers the figure).
 The breakdown times ``--profile`` patients in this process, phase by phase:
 burn-in, the kernel's follow-up steps, the daily read-outs (``record``), the
 rest of the run (conditioning, infusion, snapshots, summary) and writing the
-run directory::
+run directory, each patient twice, alternating: as shipped (lattice read-outs
+weekly after the first year) and with the lattice read at every daily record::
 
     python benchmarks/cohort_throughput.py [--patients 8] [--workers 2] [--profile 2]
                                            [--out benchmarks/results/cohort_throughput.json]
@@ -39,8 +40,11 @@ from engraft.results import atomic_write_text, environment, write_run  # noqa: E
 COHORT = ROOT / "configs" / "cohort_hemophilia_a.yaml"
 
 
-def phase_breakdown(cohort, n: int) -> dict:
-    """Seconds per phase of ``n`` patients run in this process (wrapping the Simulation's methods)."""
+def phase_breakdown(cohort, n: int, dense: bool = False) -> dict:
+    """Seconds per phase of ``n`` patients run in this process (wrapping the Simulation's methods).
+
+    ``dense``: with the lattice read at every record (``time.lattice_record_interval_days`` unset).
+    """
     from engraft import simulation
 
     totals = {"burn_in": 0.0, "follow_up_kernel": 0.0, "record": 0.0}
@@ -69,8 +73,12 @@ def phase_breakdown(cohort, n: int) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for run in runs:
+                exp = cohort.run_experiment(run)
+                if dense:
+                    exp = exp.model_copy(update={"time": exp.time.model_copy(
+                        update={"lattice_record_interval_days": None})})
                 start = time.perf_counter()
-                result = simulation.simulate(cohort.run_experiment(run))
+                result = simulation.simulate(exp)
                 total += time.perf_counter() - start
                 start = time.perf_counter()
                 write_run(result, Path(tmp) / run.run_id, figure=False)
@@ -117,16 +125,29 @@ def main(argv=None) -> int:
     report.update({"seconds": elapsed, "patients_per_hour": args.patients / elapsed * 3600,
                    "run_seconds_median": float(statistics.median(per_run)),
                    "load_average_after": os.getloadavg()[0]})
-    if args.profile:
-        report["breakdown"] = phase_breakdown(cohort, args.profile)
+    if args.profile:  # sparse (as shipped) and dense lattice records, alternating, one patient at a time
+        sparse, dense = [], []
+        for k in range(args.profile):
+            sub = load_cohort(COHORT, patients=k + 1)
+            sub.runs = [r for r in sub.runs if r.replicate == 0][k:k + 1]
+            sparse.append(phase_breakdown(sub, 1))
+            dense.append(phase_breakdown(sub, 1, dense=True))
+        report["breakdown"] = {label: {key: statistics.median(b["seconds_per_patient"][key] for b in runs)
+                                       for key in runs[0]["seconds_per_patient"]}
+                               for label, runs in (("shipped", sparse), ("lattice_read_daily", dense))}
+        report["breakdown"]["paired_total_ratio"] = [s["seconds_per_patient"]["total"] / d["seconds_per_patient"]["total"]
+                                                     for s, d in zip(sparse, dense, strict=True)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(report, indent=2))
     print(f"{args.patients} patients, {args.workers} workers: {report['patients_per_hour']:.0f} patients/hour "
           f"({elapsed:.1f} s; one run {report['run_seconds_median']:.2f} s median; load "
           f"{report['load_average_before']:.1f} -> {report['load_average_after']:.1f})")
     if args.profile:
-        per = report["breakdown"]["seconds_per_patient"]
-        print("per patient: " + ", ".join(f"{k} {v:.2f} s" for k, v in per.items()))
+        for label in ("shipped", "lattice_read_daily"):
+            per = report["breakdown"][label]
+            print(f"{label}, per patient (median): " + ", ".join(f"{k} {v:.2f} s" for k, v in per.items()))
+        print("paired shipped / daily-lattice time: "
+              + ", ".join(f"{r:.2f}" for r in report["breakdown"]["paired_total_ratio"]))
     return 0
 
 
