@@ -143,3 +143,15 @@ def test_bad_sensitivity_specs_fail_up_front(tmp_path, capsys, change, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_shipped_sensitivity_design():
+    from engraft.sensitivity import load_sensitivity
+
+    design = load_sensitivity(ROOT / "configs" / "sensitivity_hemophilia_a.yaml")
+    assert design.spec.method == "morris" and len(design.spec.parameters) == 7
+    assert len(design.runs) == 8 * (7 + 1) + 8
+    assert all(p.source for p in design.spec.parameters)
+    first = design.run_experiment(design.runs[0])
+    assert first.time.duration_days == 365
+    assert 0.45 <= first.infusions[0].transduction <= 0.75
