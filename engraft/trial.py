@@ -204,10 +204,10 @@ def drawn_columns(spec: dict) -> list[str]:
     design = spec.get("design") or {}
     columns = []
     for name, p in (design.get("parameters") or {}).items():
-        if p.get("apply", "set") != "set" or len(p.get("paths", [])) != 1 or p["paths"][0] != name:
-            if not str(p.get("distribution", "")).startswith("empirical"):
-                columns.append(name)
-        columns.extend(path for path in p.get("paths", []) if path not in columns)
+        if p.get("apply", "set") != "set":  # the draw itself (a factor or exposure), not the values it sets
+            columns.append(name)
+        else:
+            columns.extend(path for path in p.get("paths", []) if path not in columns)
     return columns
 
 
