@@ -112,6 +112,12 @@ def kaplan_meier_figure(trial: dict):
     endpoints = list(dict.fromkeys(k for arm in trial["arms"] for k in arm["kaplan_meier"]))
     fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 3.4), squeeze=False)
     for ax, key in zip(axes[0], endpoints, strict=True):
+        last_event = 0.0  # the axis ends a little after the last event (not at the end of follow-up)
+        for arm in trial["arms"]:
+            km = arm["kaplan_meier"].get(key) or {}
+            steps = [t for t, prev, now in zip(km.get("timeline", [])[1:], km.get("with_event", []),
+                                               km.get("with_event", [])[1:]) if now > prev]
+            last_event = max([last_event, *steps])
         for a, arm in enumerate(trial["arms"]):
             km = arm["kaplan_meier"].get(key)
             if not km or not km.get("n"):
@@ -126,7 +132,7 @@ def kaplan_meier_figure(trial: dict):
             ax.set_title(km["label"])
         ax.set_ylim(0, 1.02)
         if trial.get("follow_up_days"):
-            ax.set_xlim(0, trial["follow_up_days"])
+            ax.set_xlim(0, min(trial["follow_up_days"], max(14.0, 1.3 * last_event)))
         ax.set_xlabel(DAY_LABEL)
         ax.set_ylabel("fraction of patients with the event")
         ax.legend(loc="lower right", fontsize=7, frameon=False)
