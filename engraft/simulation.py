@@ -144,6 +144,8 @@ class Timeline:
     snapshot_steps: tuple[int, ...]
     conditioning_step: int | None
     infusion_steps: tuple[int, ...]
+    #: the records that also read the lattice (all of them unless time.lattice_record_interval_days)
+    census_steps: tuple[int, ...] | None = None
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> Timeline:
@@ -158,11 +160,18 @@ class Timeline:
 
         snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else (0, total)
         cond = None if exp.conditioning is None else int(round(exp.conditioning.day / dt))
+        records = steps_every(t.record_interval_days)
+        census = None
+        if t.lattice_record_interval_days is not None:
+            after = int(round(t.lattice_record_after_days / dt))
+            grid = set(steps_every(t.lattice_record_interval_days))
+            census = tuple(s for s in records if s <= after or s in grid or s == total)
         return cls(
             dt=dt,
             burn_in_steps=int(round(t.burn_in_days / dt)),
             total_steps=total,
-            record_steps=steps_every(t.record_interval_days),
+            record_steps=records,
+            census_steps=census,
             snapshot_steps=snaps,
             conditioning_step=cond,
             infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
@@ -192,6 +201,7 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
     with their ``day``.
     """
     total = timeline.burn_in_steps + timeline.total_steps
+    census = set(timeline.census_steps or ())
     rows, snaps, snap_days = [], [], []
     for boundary in timeline.boundaries():
         while position() < boundary:
@@ -204,7 +214,10 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
             if step == boundary:
                 engine.infuse(i)
         if boundary in timeline.record_steps:
-            rows.append(engine.record())
+            if timeline.census_steps is None:
+                rows.append(engine.record())
+            else:  # sparse lattice read-outs (kernel engine only; checked in the config)
+                rows.append(engine.record(census=boundary in census))
         if boundary in timeline.snapshot_steps:
             snaps.append(engine.snapshot())
             snap_days.append(engine.day)
@@ -505,10 +518,10 @@ class Simulation:
     def day(self) -> float:
         return self.step * self.timeline.dt
 
-    def record(self) -> dict:
+    def record(self, census: bool = True) -> dict:
         s = self.state
         return record_row(self.spec, self.day, s.ctype, s.flags, s.vcn, s.clone, self.pool.size,
-                          self.mature, float(self.conc[0]), self.baseline_mature)
+                          self.mature, float(self.conc[0]), self.baseline_mature, census=census)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         s = self.state

@@ -148,6 +148,15 @@ class TimeConfig(Section):
     snapshot_interval_days: PositiveFloat | None = Field(
         None, description="lattice snapshots every this many days (None: first and last only)"
     )
+    lattice_record_interval_days: PositiveFloat | None = Field(
+        None, description="after time.lattice_record_after_days, the lattice read-outs (cell counts by type "
+        "and origin, HSC chimerism and VCN, pool, clones) only every this many days, a multiple of "
+        "record_interval_days; the records between keep the tally read-outs (factor level, bleeding, mature "
+        "lineages) and leave the lattice columns empty. The same trajectory; None: every record"
+    )
+    lattice_record_after_days: NonNegativeFloat = Field(
+        0.0, description="day after which lattice read-outs follow lattice_record_interval_days"
+    )
     max_event_probability: float = Field(
         0.5,
         gt=0.0,
@@ -387,6 +396,10 @@ class Experiment(Section):
     pk: PKConfig
     readouts: ReadoutConfig
     sweep: dict | None = Field(None, description="batch experiments; see engraft.sweep")
+    cohort: dict | None = Field(None, description="virtual patient cohorts; see engraft.cohort")
+    sensitivity: dict | None = Field(None, description="global sensitivity designs; see engraft.sensitivity")
+    virtual_patient: dict | None = Field(
+        None, description="a cohort run's arm, patient index and draws (recorded; the simulation ignores it)")
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:
@@ -480,6 +493,14 @@ def check_experiment(exp: Experiment) -> None:
     if t.record_interval_days < t.dt_days:
         raise ScopedError("time.record_interval_days", t.record_interval_days,
                           f"must be >= time.dt_days ({t.dt_days:g})")
+    if t.lattice_record_interval_days is not None:
+        ratio = t.lattice_record_interval_days / t.record_interval_days
+        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9:
+            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
+                              f"must be a whole multiple of time.record_interval_days ({t.record_interval_days:g})")
+        if exp.engine == "mesa":
+            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
+                              "is for the kernel engine (the Mesa engine reads the lattice at every record)")
     if t.duration_days < t.dt_days:
         raise ScopedError("time.duration_days", t.duration_days, f"must be >= time.dt_days ({t.dt_days:g})")
     # Competing risks are exact per step only while R dt stays small: refuse a
