@@ -353,7 +353,8 @@ class Simulation:
         self.spec = ReadoutSpec.from_experiment(exp)
         lat = exp.lattice
         niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
-                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng,
+                          cluster_size=lat.niche_cluster_size)
         self.state = State.empty(niche)
         self.niche_sites = np.flatnonzero(niche).astype(np.int64)
         self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0,

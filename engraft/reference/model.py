@@ -256,7 +256,8 @@ class ReferenceModel(mesa.Model):
                                random=self.random)
         niche_layer = self.grid.create_property_layer("niche", default_value=False, dtype=bool)
         niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
-                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng,
+                          cluster_size=lat.niche_cluster_size)
         # sites numbered x + L (y + L z) as in engraft.lattice, so snapshots and read-outs match
         coords = [tuple(int(c) for c in row) for row in site_coordinates(lat.size, lat.dims)]
         self.sites = [self.grid[coord] for coord in coords]
