@@ -66,6 +66,7 @@ from engraft.simulation import (
     expected_infused_lattice_cells,
     follow_timeline,
     sample_vcn,
+    scale_notes,
     scales,
     stochastic_round,
 )
@@ -491,6 +492,7 @@ class ReferenceModel(mesa.Model):
         snapshots["niche"] = self.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
             clones=self.clone_table(), snapshots=snapshots, summary=summary,
