@@ -59,6 +59,41 @@ def scales(exp: Experiment) -> dict[str, float]:
     return {name: hsc_scale if ct.kind == "hsc" else prog_scale for name, ct in exp.cell_types.items()}
 
 
+#: body HSCs per lattice HSC up to which clone read-outs (clones alive, Shannon diversity,
+#: largest clone) are those of a body-sized pool: each lattice clone is then at most 1.5
+#: body clones. Above it they describe the lattice sample (a run says so).
+BODY_EQUIVALENT_HSC_SCALE = 1.5
+
+
+def hsc_scale(exp: Experiment) -> float:
+    """Body HSCs per lattice HSC."""
+    return scales(exp)[exp.hsc_type]
+
+
+def lattice_size_for_hsc_scale(exp: Experiment, limit: float = BODY_EQUIVALENT_HSC_SCALE) -> int:
+    """The smallest lattice.size (same dims and niche fraction) at which the HSC scale is <= limit."""
+    lat = exp.lattice
+    if lat.niche_fraction == 0:
+        return lat.size
+    size = max(3, math.ceil((exp.marrow.hsc_count / limit / lat.niche_fraction) ** (1.0 / lat.dims)) - 1)
+    while exp.marrow.hsc_count / max(1, round(lat.niche_fraction * size**lat.dims)) > limit:
+        size += 1
+    return size
+
+
+def scale_notes(exp: Experiment) -> dict:
+    """What the HSC scale means for the clone read-outs (summary and provenance)."""
+    sc = hsc_scale(exp)
+    body = sc <= BODY_EQUIVALENT_HSC_SCALE
+    note = None
+    if not body:
+        note = (f"HSC scale {sc:.3g} body HSCs per lattice HSC (above {BODY_EQUIVALENT_HSC_SCALE:g}): clone "
+                f"counts, Shannon diversity and the largest clone describe the lattice sample, not a "
+                f"body-sized HSC pool; lattice.size >= {lattice_size_for_hsc_scale(exp)} gives body-equivalent "
+                f"clones")
+    return {"hsc_scale": sc, "clone_readouts_body_equivalent": body, "hsc_scale_warning": note}
+
+
 def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) -> dict[str, float]:
     """Mean lattice cells of each type that an infusion puts into the blood."""
     sc = scales(exp)
@@ -387,7 +422,8 @@ class Simulation:
         self.spec = ReadoutSpec.from_experiment(exp)
         lat = exp.lattice
         niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
-                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng,
+                          cluster_size=lat.niche_cluster_size)
         self.state = State.empty(niche)
         self.niche_sites = np.flatnonzero(niche).astype(np.int64)
         self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0,
@@ -548,6 +584,7 @@ class Simulation:
         snapshots["niche"] = self.state.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
             clones=self.clone_table(), snapshots=snapshots, summary=summary,

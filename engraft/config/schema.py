@@ -99,8 +99,15 @@ class LatticeConfig(Section):
     niche_placement: Literal["random", "clustered"] = Field(
         "random", description="niches scattered at random, or in clusters around vessel centres"
     )
+    niche_cluster_size: float | None = Field(
+        None, ge=1.0, le=1e6, allow_inf_nan=False,
+        description="clustered placement: mean niche sites per vessel cluster; the vessel centres then "
+                    "have a fixed density per site (niche_fraction / niche_cluster_size), so the niche "
+                    "geometry is the same at every lattice size",
+    )
     niche_cluster_count: int | None = Field(
-        None, ge=1, description="number of vessel centres (clustered placement only)"
+        None, ge=1, description="clustered placement: a fixed number of vessel centres instead of "
+                                "niche_cluster_size (the clusters then grow with the lattice)"
     )
     neighbourhood: Literal["moore", "von_neumann"] = Field(
         "moore", description="moore: 8 (2D) / 26 (3D) neighbours; von_neumann: 4 / 6"
@@ -116,6 +123,15 @@ class LatticeConfig(Section):
         if self.niche_cluster_count is not None and self.niche_cluster_count > max(n_niche, 1):
             raise ValueError(f"niche_cluster_count: at most the number of niche sites ({n_niche:,} = "
                              f"niche_fraction x {self.n_sites:,} sites), got {self.niche_cluster_count:,}")
+        if self.niche_cluster_size is not None and self.niche_placement != "clustered":
+            raise ValueError("niche_cluster_size: only used with niche_placement 'clustered'")
+        if self.niche_placement == "clustered":
+            if self.niche_cluster_size is not None and self.niche_cluster_count is not None:
+                raise ValueError("niche_cluster_size: give niche_cluster_size or niche_cluster_count, "
+                                 "not both")
+            if self.niche_cluster_size is None and self.niche_cluster_count is None:
+                raise ValueError("niche_cluster_size: required with niche_placement 'clustered' (mean niche "
+                                 "sites per vessel cluster, e.g. 4), unless niche_cluster_count is given")
         return self
 
     @property
