@@ -272,9 +272,21 @@ class CountWatch:
                 or row.get("platelets_1e9_per_L", np.inf) < self.platelets_below)
 
 
+def calendar_days(days: np.ndarray) -> np.ndarray:
+    """The calendar day of each record (records fall on whole steps; a day is [d, d + 1))."""
+    return np.floor(np.asarray(days, dtype=np.float64) + 1e-6)
+
+
+def daily_series(days: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One value per calendar day: the first record of each day (records sooner than daily are dropped)."""
+    cal = calendar_days(days)
+    first = np.concatenate([[True], cal[1:] != cal[:-1]]) if cal.size else np.zeros(0, dtype=bool)
+    return cal[first], np.asarray(counts, dtype=np.float64)[first]
+
+
 def _daily_runs(days: np.ndarray) -> np.ndarray:
-    """``gap[i]``: True where record i + 1 is one day after record i."""
-    return np.isclose(np.diff(days), 1.0, atol=1e-6)
+    """``gap[i]``: True where record i + 1 is on the calendar day after record i's."""
+    return np.diff(calendar_days(days)) == 1.0
 
 
 def engraftment_day(days: np.ndarray, counts: np.ndarray, level: float, consecutive: int,
@@ -286,11 +298,11 @@ def engraftment_day(days: np.ndarray, counts: np.ndarray, level: float, consecut
     first day, on or after that fall and on or after ``infusion_day``, that
     begins ``consecutive`` records one day apart, all at or above the level.
     A count that never falls below the level engrafts on the first such
-    day on or after ``infusion_day``. Returns ``(day, censored)``: ``(None,
+    day on or after ``infusion_day``. Days are calendar days (the first record
+    of each). Returns ``(day, censored)``: ``(None,
     True)`` when follow-up ends first (censored at the last record).
     """
-    days = np.asarray(days, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
+    days, counts = daily_series(days, counts)
     keep = days >= start_day - 1e-9
     days, counts = days[keep], counts[keep]
     if days.size == 0:
@@ -308,9 +320,10 @@ def engraftment_day(days: np.ndarray, counts: np.ndarray, level: float, consecut
 
 
 def days_below(days: np.ndarray, counts: np.ndarray, level: float, start_day: float = 0.0) -> int:
-    """Days with a count below ``level`` from ``start_day`` on (records are daily while counts are low)."""
-    days = np.asarray(days)
-    return int(np.count_nonzero((np.asarray(counts) < level) & (days >= start_day - 1e-9)))
+    """Calendar days with a count below ``level`` from ``start_day`` on (records are daily while counts
+    are low; of records sooner than daily, the first of each day counts)."""
+    days, counts = daily_series(days, counts)
+    return int(np.count_nonzero((counts < level) & (days >= start_day - 1e-9)))
 
 
 def nadir(days: np.ndarray, counts: np.ndarray, start_day: float = 0.0) -> tuple[float | None, float | None]:

@@ -129,8 +129,6 @@ class Timeline:
     conditioning_steps: tuple[int, ...]
     infusion_steps: tuple[int, ...]
     start_step: int = 0
-    #: steps in a day (daily records while blood counts are low)
-    steps_per_day: int = 1
     #: daily records while a record's counts are low (see engraft.readouts.counts_low); None: never
     watch: object = None
 
@@ -141,7 +139,6 @@ class Timeline:
         total = int(round(t.duration_days / dt))
         cond = () if exp.conditioning is None else tuple(int(round(d / dt)) for d in exp.conditioning.dose_days)
         start = min(0, *cond) if cond else 0
-        per_day = max(1, int(round(1.0 / dt)))
 
         def steps_every(interval: float) -> set[int]:
             n = int(math.floor(t.duration_days / interval + 1e-9))
@@ -151,8 +148,10 @@ class Timeline:
         records = steps_every(t.record_interval_days)
         # daily from the first conditioning dose to day 0, and with blood counts to the end of
         # the engraftment window (blood_counts.daily_records_until_day)
-        until = 0 if exp.blood_counts is None else int(round(exp.blood_counts.daily_records_until_day / dt))
-        records |= set(range(start, min(until, total) + 1, per_day))
+        until_day = 0.0 if exp.blood_counts is None else exp.blood_counts.daily_records_until_day
+        first_day = math.ceil(start * dt - 1e-9)
+        # the first step at or after each whole day, so each record falls on its own calendar day
+        records |= {math.ceil(d / dt - 1e-9) for d in range(first_day, int(math.floor(until_day + 1e-9)) + 1)}
         watch = None
         if exp.blood_counts is not None:
             from engraft.readouts import CountWatch
@@ -167,9 +166,12 @@ class Timeline:
             conditioning_steps=cond,
             infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
             start_step=start,
-            steps_per_day=per_day,
             watch=watch,
         )
+
+    def next_day_step(self, step: int) -> int:
+        """The first step at or after the next whole day after ``step`` (daily records while counts are low)."""
+        return math.ceil((math.floor(step * self.dt + 1e-6) + 1) / self.dt - 1e-9)
 
     @property
     def first_step(self) -> int:
@@ -232,7 +234,7 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
         if boundary in records:
             row = engine.record()
             rows.append(row)
-            nxt = boundary + timeline.steps_per_day
+            nxt = timeline.next_day_step(boundary)
             if (timeline.watch is not None and nxt <= timeline.total_steps and nxt not in done
                     and timeline.watch.low(row)):
                 records.add(nxt)

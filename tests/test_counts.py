@@ -198,6 +198,13 @@ def test_days_before_the_conditioning_and_gaps_in_the_records_do_not_count():
     assert nadir(days, plt, -6.0) == (15.0, 5.0)
 
 
+def test_records_sooner_than_daily_count_once_a_day():
+    days = np.arange(0, 20, 0.25)
+    anc = np.where((days >= 5) & (days < 12), 0.1, 3.0)
+    assert days_below(days, anc, 0.5) == 7
+    assert engraftment_day(days, anc, 0.5, 3) == (12.0, False)
+
+
 def test_clinical_readouts_name_every_key_and_are_none_without_counts():
     exp = load_config(CONFIGS / "tiny.yaml", ["blood_counts=null"])
     spec = ReadoutSpec.from_experiment(exp)
@@ -247,7 +254,8 @@ def test_each_dose_kills_its_fraction_of_host_cells_and_spares_the_tally():
 def test_regimen_starts_the_follow_up_on_its_first_day():
     exp = load_config(CONFIGS / "hemophilia_a_lentiviral.yaml", ["time.duration_days=60"])
     tl = Timeline.from_experiment(exp)
-    per_day = tl.steps_per_day
+    per_day = round(1 / exp.time.dt_days)
+    assert tl.next_day_step(3) == per_day and tl.next_day_step(per_day) == 2 * per_day
     assert tl.start_step == -6 * per_day
     assert tl.conditioning_steps == tuple(d * per_day for d in (-6, -5, -4, -3))
     assert set(range(-6 * per_day, 43 * per_day, per_day)) <= set(tl.record_steps)

@@ -35,13 +35,15 @@ def draw_blood_counts(ax, timeseries, summary: dict, window_days: float = COUNTS
     ax.plot(days, plt_count, color=lineage_colour("platelets", 1), lw=1.8, label="platelets")
     ax.axhline(0.5, color=lineage_colour("myeloid", 0), ls="--", lw=1, label="ANC 0.5")
     ax.axhline(20.0, color=lineage_colour("platelets", 1), ls="--", lw=1, label="platelets 20")
-    for key, below, colour, name in (
-            ("neutrophil_engraftment_day", "days_anc_below_500", lineage_colour("myeloid", 0), "neutrophils"),
-            ("platelet_engraftment_day", "days_platelets_below_20", lineage_colour("platelets", 1), "platelets")):
+    for key, below, colour, name, height in (
+            ("neutrophil_engraftment_day", "days_anc_below_500", lineage_colour("myeloid", 0), "neutrophils",
+             0.98),
+            ("platelet_engraftment_day", "days_platelets_below_20", lineage_colour("platelets", 1), "platelets",
+             0.55)):
         day = summary.get(key)
         if day is not None and day <= window_days and summary.get(below):  # marked after a cytopenia
             ax.axvline(day, color=colour, ls=":", lw=1.5)
-            ax.annotate(f"{name} engrafted, day {day:g}", (day, 0.98), xycoords=("data", "axes fraction"),
+            ax.annotate(f"{name} engrafted, day {day:g}", (day, height), xycoords=("data", "axes fraction"),
                         rotation=90, va="top", ha="right", fontsize=7, color=colour)
     ax.set_yscale("log")
     ax.set_ylim(max(1e-2, float(min(anc.min(), plt_count.min())) / 2), None)
