@@ -129,7 +129,7 @@ class Timeline:
     conditioning_steps: tuple[int, ...]
     infusion_steps: tuple[int, ...]
     start_step: int = 0
-    #: daily records while a record's counts are low (see engraft.readouts.counts_low); None: never
+    #: daily records while a record's counts are low (engraft.readouts.CountWatch); None: never
     watch: object = None
 
     @classmethod

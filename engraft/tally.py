@@ -9,8 +9,10 @@ response, see :func:`expression_weights`).
 Between the lattice and the blood a lineage may pass through post-mitotic
 maturation (``maturation`` in the config): a chain of n transit compartments
 left at rate n / MTT each (Friberg et al., J Clin Oncol 2002), then an
-optional storage pool left at rate 1 / reserve. Every quantity flows through
-the same chain. With the plasma level C of a secreted transgene
+optional storage pool left at rate 1 / reserve. Its lifespan in blood is one
+exponential compartment, or an Erlang chain of ``blood_stages`` compartments
+(senescence); the lineage's blood total (``mature``) is the sum of its blood
+compartments. Every quantity flows through the same chain. With the plasma level C of a secreted transgene
 (``dC/dt = s E(t) / V - k C``, k = ln2 / t_half, E the expression units in
 blood, s the IU per day per unit), the whole tally is a linear system
 ``dz/dt = A z + b I`` per lineage with I the lineage's inflow from the

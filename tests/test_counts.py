@@ -316,3 +316,18 @@ def test_steady_state_counts_are_normal():
     for lin in range(len(exp.lineage_names)):
         m, nb = tt.n_chain[lin], tt.n_blood[lin]
         assert sim.chain[lin, m - nb: m, 0].sum() == pytest.approx(sim.mature[lin, 0], rel=1e-12)
+
+
+def test_both_engines_share_the_counts_and_the_regimen():
+    """The Mesa reference and the kernel write the same count columns and read-outs, from the first dose."""
+    from engraft.simulation import simulate
+
+    exp = load_config(CONFIGS / "tiny.yaml", ["conditioning.day=null", "conditioning.days=[-2, -1]",
+                                              "time.duration_days=30", "time.burn_in_days=20"])
+    kernel = simulate(exp, engine="kernel")
+    mesa = simulate(exp, engine="mesa")
+    assert list(kernel.timeseries.columns) == list(mesa.timeseries.columns)
+    assert set(kernel.summary) == set(mesa.summary) and set(CLINICAL_KEYS) <= set(mesa.summary)
+    for result in (kernel, mesa):
+        days = result.timeseries["day"].to_numpy()
+        assert days[0] == -2.0 and set(np.arange(-2, 31)) <= set(days)

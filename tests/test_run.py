@@ -6,8 +6,8 @@ import json
 import math
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 from engraft import load_config, simulate
 from engraft.cli import main
