@@ -164,7 +164,7 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
     baseline_mature : the compartments before conditioning, for relative sizes.
     census : read the lattice (cell counts, HSC chimerism and VCN, pool, clones);
         False leaves those columns out (``time.lattice_record_interval_days``)
-        and gives only the tally read-outs: factor level, bleeding, lineages.
+        and gives only the tally read-outs: factor level, bleeding, lineages, blood counts.
     """
     row: dict = {"day": float(day)}
     if not census:
@@ -188,9 +188,6 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
 
     _lineage_readouts(row, spec, mature, baseline_mature)
 
-    for column, lin, per_cell in spec.counts:
-        row[column] = float(mature[lin, tally.CELLS]) * per_cell
-
     alive, shannon, top = diversity(clone_cells)
     row["clones_alive"] = alive
     row["hsc_clones_alive"] = int(np.count_nonzero(hsc_clone_cells))
@@ -210,6 +207,8 @@ def _lineage_readouts(row: dict, spec: ReadoutSpec, mature: np.ndarray, baseline
         row[f"{name}_vcn"] = _safe_ratio(m[tally.VECTOR_COPIES], m[tally.CELLS])
         if baseline_mature is not None:
             row[f"{name}_relative"] = _safe_ratio(m[tally.CELLS], baseline_mature[lin, tally.CELLS])
+    for column, lin, per_cell in spec.counts:  # blood counts, in clinical units
+        row[column] = float(mature[lin, tally.CELLS]) * per_cell
 
 
 def clone_table(spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray,

@@ -112,9 +112,10 @@ def test_sensitivity_of_the_engraft_model(tmp_path):
     level = result["readouts"]["year1_mean_factor_iu_dl"]
     assert level["noise_variance"] > 0 and 0 < level["noise_floor"] < 1 and level["mu_star_noise_floor"] > 0
     assert len(level["indices"]) == 3 and all(e["mu_star"] >= 0 for e in level["indices"])
-    assert result["readout_sources"]["engraftment_day"] == "recovery_day"  # no neutrophil counts in this model
+    # the model writes clinical blood counts: the engraftment day is the neutrophil one
+    assert result["readout_sources"]["engraftment_day"] == "neutrophil_engraftment_day"
     report = (out / "sensitivity_report.md").read_text()
-    assert "Noise floor: seed noise is" in report and "Read from the runs' `recovery_day`" in report
+    assert "Noise floor: seed noise is" in report and "Read from the runs' `neutrophil_engraftment_day`" in report
     config = yaml.safe_load((out / "runs" / "s00005" / "config.yaml").read_text())
     spec = json.loads((out / "sweep.json").read_text())
     run = next(r for r in spec["runs"] if r["run_id"] == "s00005")
