@@ -26,6 +26,7 @@ COMMANDS = {
     "sweep": "engraft.commands.sweep",
     "collect": "engraft.commands.collect",
     "bench": "engraft.commands.bench",
+    "verify": "engraft.commands.verify",
 }
 
 
