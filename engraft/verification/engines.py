@@ -146,11 +146,11 @@ class KernelVsMesa(TwoSampleCase):
         "quick": [("myeloablative", EQ + ("equivalence_myeloablative.yaml",), (), TRANSPLANT, (10.0, 30.0), 30,
                    100)],
         "full": [("steady_state", EQ + ("equivalence_steady_state.yaml",), (), STEADY, (0.0, 20.0, 40.0, 60.0),
-                  100, 300),
-                 ("myeloablative", EQ + ("equivalence_myeloablative.yaml",), (), TRANSPLANT, DAYS, 100, 300),
-                 ("reduced_intensity", EQ + ("equivalence_reduced_intensity.yaml",), (), TRANSPLANT, DAYS, 100,
-                  300),
-                 ("pool_3d", EQ + ("equivalence_pool_3d.yaml",), (), TRANSPLANT, DAYS, 100, 300)],
+                  60, 200),
+                 ("myeloablative", EQ + ("equivalence_myeloablative.yaml",), (), TRANSPLANT, DAYS, 60, 200),
+                 ("reduced_intensity", EQ + ("equivalence_reduced_intensity.yaml",), (), TRANSPLANT, DAYS, 60,
+                  200),
+                 ("pool_3d", EQ + ("equivalence_pool_3d.yaml",), (), TRANSPLANT, DAYS, 60, 200)],
     }
 
 
@@ -174,6 +174,6 @@ class SequentialVsParallel(TwoSampleCase):
         "quick": [("transplant", TINY, ("lattice.size=32",), TRANSPLANT, (10.0, 60.0, 120.0), 80, 80)],
         "full": [("steady_state", TINY, _steady, ("hsc_count", "MPP_host", "GMP_host", "EP_host", "occupancy",
                                                   "myeloid_cells", "platelets_cells"), (0.0, 40.0, 80.0, 120.0),
-                  300, 300),
-                 ("transplant", TINY, ("lattice.size=32",), TRANSPLANT, (10.0, 30.0, 60.0, 120.0), 300, 300)],
+                  200, 200),
+                 ("transplant", TINY, ("lattice.size=32",), TRANSPLANT, (10.0, 30.0, 60.0, 120.0), 200, 200)],
     }

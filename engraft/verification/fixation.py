@@ -13,9 +13,9 @@ References:
   blood cell finds a free niche before it dies) and an egress is a loss with
   probability 1 - L; the host is at balance (beta_h L = eta (1 - L)), so the
   embedded birth-death chain of the graft count has births and deaths in the
-  ratio r = beta_g / beta_h. This is an approximation (a nearly full
-  marrow, a quasi-steady blood); its error is of order 1/N and of the free
-  niche fraction.
+  ratio r = beta_g / beta_h. This is an approximation (a quasi-steady
+  blood, a constant free-niche fraction); its error is of order 1/N and of
+  the free-niche fraction's fluctuations.
 - The Ashcroft-Manz-Bonhoeffer model simulated exactly by
   :mod:`engraft.verification.gillespie`, with the mapping in
   :func:`ashcroft_parameters`.
@@ -34,11 +34,14 @@ THRESHOLDS = (1e-3, 1e-2, 1e-1, 1.0)
 #: observation grid (days): both models are looked at once a day
 GRID_DAYS = 1.0
 MAX_DAYS = 5000.0
+#: host-only days before the graft cells are labelled, in both models: the marrow then holds
+#: the model's steady state (a few % of the niches free), not a full marrow and an empty blood
+BURN_IN_DAYS = 20.0
 #: per tier: lattice edge (half the sites are niches), graft cells, replicates per model
 SCENARIOS = {
-    "quick": [{"size": 45, "k": 1, "factor": 4.0, "replicates": 120}],
-    "full": [{"size": 64, "k": 1, "factor": 4.0, "replicates": 1000},
-             {"size": 64, "k": 3, "factor": 1.5, "replicates": 1000}],
+    "quick": [{"size": 48, "k": 1, "factor": 4.0, "replicates": 120}],
+    "full": [{"size": 64, "k": 1, "factor": 4.0, "replicates": 500},
+             {"size": 45, "k": 3, "factor": 2.0, "replicates": 300}],
 }
 #: the marrow's rates (per day): a verification set, not biology. Activation is fast
 #: so that a cycle is nearly one exponential stage, as the reference model assumes.
@@ -62,7 +65,7 @@ def config(size: int, factor: float, dt: float = DT, fault: str | None = None) -
                     "neighbourhood": "moore", "boundary": "periodic"},
         "marrow": {"hsc_count": 1.1e4, "progenitor_count": 1.0e7},
         "time": {"dt_days": dt, "duration_days": MAX_DAYS, "record_interval_days": MAX_DAYS,
-                 "burn_in_days": 0.0},
+                 "burn_in_days": BURN_IN_DAYS},
         "cell_types": {
             "HSC": {"kind": "hsc", "activation_rate": RATES["activation"], "division_rate": RATES["division"],
                     "apoptosis_rate": 0.0, "self_renewal": 1.0, "differentiated_type": "MPP",
@@ -110,7 +113,8 @@ def ashcroft_parameters(size: int, factor: float):
 # jobs (run in workers)
 # ------------------------------------------------------------------------------------
 def kernel_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[dict]:
-    """engraft's kernel: k random niche HSCs made graft (with the vector, so the fitness factor applies)."""
+    """engraft's kernel: after burn-in, k random marrow HSCs made graft (with the vector, so the
+    fitness factor applies)."""
     from engraft.config.load import validate
     from engraft.lattice import EMPTY, GRAFT
     from engraft.simulation import Simulation
@@ -122,8 +126,8 @@ def kernel_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list
         sim.burn_in()
         rng = np.random.default_rng([seed, 7])
         hsc_type = sim.tables.hsc_type
-        labelled = rng.choice(sim.niche_sites, size=params["k"], replace=False)
         s = sim.state
+        labelled = rng.choice(np.flatnonzero(s.ctype == hsc_type), size=params["k"], replace=False)
         s.flags[labelled] |= GRAFT
         s.vcn[labelled] = 1
         s.clone[labelled] = 1
@@ -132,9 +136,7 @@ def kernel_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list
         passage = {}
         day = 0.0
         fixed = extinct = False
-        while day < MAX_DAYS:
-            sim.advance(steps)
-            day += GRID_DAYS
+        while True:  # observed at day 0 (just after the relabelling), then once a GRID_DAYS
             hsc = s.ctype == hsc_type
             graft = (s.flags & GRAFT) != 0
             xg = int(np.count_nonzero(hsc & graft))
@@ -152,6 +154,10 @@ def kernel_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list
                 fixed = True
                 break
             assert int(np.count_nonzero(s.ctype != EMPTY)) == xg + xh
+            if day >= MAX_DAYS:
+                break
+            sim.advance(steps)
+            day += GRID_DAYS
         out.append({"fixed": fixed, "extinct": extinct, "end_day": day,
                     "passage": {str(t): d for t, d in passage.items()}})
     return out
@@ -164,8 +170,9 @@ def reference_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> l
     p = ashcroft_parameters(params["size"], params["factor"])
     out = []
     for seed in seeds:
-        tr = gillespie.simulate(p, p.niches - params["k"], params["k"], THRESHOLDS, GRID_DAYS, MAX_DAYS,
-                                np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        x, y = gillespie.burn_in(p, BURN_IN_DAYS, rng)
+        tr = gillespie.simulate(p, x - params["k"], params["k"], THRESHOLDS, GRID_DAYS, MAX_DAYS, rng, y_host=y)
         out.append({"fixed": tr.fixed, "extinct": tr.extinct, "end_day": tr.end_day, "events": tr.events,
                     "passage": {str(t): d for t, d in tr.first_passage.items()}})
     return out
@@ -178,8 +185,9 @@ class Fixation(Case):
     name = "fixation"
     family = "fixation"
     title = "Fixation of a fitter graft: Moran theory and the Ashcroft-Manz-Bonhoeffer model"
-    compared = ("HSC-only marrow, `pool` placement, a full marrow of N niches and k graft HSCs dividing f "
-                "times faster than the host's. P(graft takes over) from engraft's kernel against the Moran "
+    compared = ("HSC-only marrow, `pool` placement, N niches at the model's steady state (a 20-day host-only "
+                "burn-in from a full marrow; egress and lodging then balance with a few % of the niches free) "
+                "and k of its HSCs relabelled graft, dividing f times faster than the host's. P(graft takes over) from engraft's kernel against the Moran "
                 "fixation probability and against an exact Gillespie simulation of the two-compartment model "
                 "of Ashcroft, Manz & Bonhoeffer (PLoS Comput Biol 2017); the first days at which the graft's "
                 "share of marrow HSCs reaches 1e-3, 1e-2, 1e-1 and 1 (given takeover), kernel against the "
@@ -254,7 +262,10 @@ class Fixation(Case):
             f"{DT:g} d, HSC activation a = {RATES['activation']:g}/d, division d = {RATES['division']:g}/d "
             f"(graft f d, carried by the vector's fitness factor), apoptosis 0, self-renewal 1, egress "
             f"{RATES['egress']:g}/d, lodging {RATES['lodging']:g}/d x free niche fraction, blood lifetime "
-            f"{RATES['blood_minutes']:g} min; k random host HSCs of a full marrow are relabelled graft at day 0.",
+            f"{RATES['blood_minutes']:g} min; after a {BURN_IN_DAYS:g}-day host-only burn-in from a full marrow, "
+            "k random marrow HSCs are relabelled graft at day 0 (the same in the Gillespie model). Starting "
+            "from a full marrow and an empty blood instead lowers P(takeover) by a few %: the marrow first "
+            "empties to its balance, and an egress in that time is nearly always a loss.",
             "Mapping: N = niche sites; beta = a d / (a + d + eta) (an HSC rests, activates at rate a, divides "
             "at rate d and rests again; an egress ends either phase and the cell lodges at rest); eta = egress; "
             "kappa = lodging rate (both models multiply it by the free-niche fraction); delta = 1 / blood "

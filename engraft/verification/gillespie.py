@@ -60,13 +60,43 @@ class Trajectory:
     first_passage: dict[float, float]  # threshold -> first grid day with BM chimerism >= threshold
 
 
+def burn_in(p: AshcroftParameters, days: float, rng: np.random.Generator) -> tuple[int, int]:
+    """Host cells only, from a full marrow and an empty blood, for ``days``: (marrow, blood) counts.
+
+    A full marrow is not this model's steady state: egress and lodging
+    balance with a fraction of the niches free (lodging needs free niches).
+    """
+    x, y = p.niches, 0
+    n = float(p.niches)
+    t = 0.0
+    while True:
+        free = 1.0 - x / n
+        r_div, r_egr, r_lod, r_die = p.beta_host * x, p.eta * x, p.kappa * free * y, p.delta * y
+        total = r_div + r_egr + r_lod + r_die
+        t += rng.standard_exponential() / total
+        if t > days:
+            return x, y
+        u = rng.random() * total
+        if u < r_div:
+            y += 1
+        elif u < r_div + r_egr:
+            x -= 1
+            y += 1
+        elif u < r_div + r_egr + r_lod:
+            x += 1
+            y -= 1
+        else:
+            y -= 1
+
+
 def simulate(p: AshcroftParameters, x_host: int, x_graft: int, thresholds: tuple[float, ...],
-             grid_days: float, max_days: float, rng: np.random.Generator) -> Trajectory:
-    """One exact run from ``x_host`` host and ``x_graft`` graft cells in the marrow, none in the blood.
+             grid_days: float, max_days: float, rng: np.random.Generator, y_host: int = 0) -> Trajectory:
+    """One exact run from ``x_host`` host and ``x_graft`` graft cells in the marrow and ``y_host``
+    host cells in the blood (see :func:`burn_in`).
 
     Runs until one type has no cell left anywhere, or ``max_days``.
     """
-    xh, xg, yh, yg = int(x_host), int(x_graft), 0, 0
+    xh, xg, yh, yg = int(x_host), int(x_graft), int(y_host), 0
     n = float(p.niches)
     bh, bg, eta, kappa, delta = p.beta_host, p.beta_graft, p.eta, p.kappa, p.delta
     thresholds = tuple(sorted(thresholds))

@@ -19,16 +19,16 @@ from engraft.verification.core import Case, chunked, flatten
 
 LABELLED = 0.3
 VARIANTS = (("neighbour", 2, 40), ("pool", 2, 40), ("neighbour", 3, 12), ("pool", 3, 12))
-TIERS = {"quick": {"seeds": 40, "days": 150}, "full": {"seeds": 250, "days": 300}}
+TIERS = {"quick": {"seeds": 40, "days": 150}, "full": {"seeds": 150, "days": 300}}
 OBS_DAYS = 10
-FAULTS = {"graft_division": "labelled (graft) HSCs divide 1.3 times faster than host HSCs (a wrong rate)"}
+FAULTS = {"graft_division": "labelled (graft) cells divide 1.2 times faster than host cells (a wrong rate)"}
 
 
 def overrides(placement: str, dims: int, size: int, fault: str | None) -> list[str]:
     out = ["conditioning=null", "infusions=[]", "time.burn_in_days=100", f"circulation.placement={placement}",
            f"lattice.dims={dims}", f"lattice.size={size}"]
     if fault == "graft_division":
-        out.append("transgene.fitness.division_factor=1.3")
+        out.append("transgene.fitness.division_factor=1.2")
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from engraft.verification import core, stats
 from engraft.verification.core import Case, chunked, flatten
 
-TIERS = {"quick": {"seeds": 40, "days": 200}, "full": {"seeds": 300, "days": 600}}
+TIERS = {"quick": {"seeds": 40, "days": 200}, "full": {"seeds": 150, "days": 600}}
 READOUTS = ("HSC count", "progenitor count", "occupancy", "myeloid cells", "platelets", "erythroid cells",
             "lymphoid cells")
 LINEAGES = ("myeloid", "platelets", "erythroid", "lymphoid")

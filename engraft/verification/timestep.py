@@ -22,7 +22,7 @@ from engraft.verification.engines import quantity
 DTS = (0.2, 0.1, 0.05)
 QUANTITIES = ("hsc_count", "hsc_chimerism", "clones_alive", "factor_iu_dl", "occupancy", "myeloid_chimerism")
 DAYS = (30.0, 60.0, 120.0)
-TIERS = {"quick": 60, "full": 300}
+TIERS = {"quick": 60, "full": 200}
 FAULTS = {"first_order": "the kernel's per-step event probability is R dt instead of 1 - exp(-R dt)"}
 
 
