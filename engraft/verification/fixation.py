@@ -49,15 +49,15 @@ RATES = {"activation": 8.0, "division": 0.105, "egress": 0.1, "lodging": 5760.0,
 DT = 0.05
 
 FAULTS = {
-    "lodging_rate": "the kernel's blood lodging rate is 0.5 x the configured one (the references keep it)",
-    "graft_division": "the graft's division factor is 3.6 instead of 4 in the kernel (10 % less advantage)",
+    "egress_rate": "the kernel's HSC egress rate is 1.5 x the configured one (the references keep it)",
+    "graft_division": "the graft's division factor is half the configured one in the kernel",
 }
 
 
 def config(size: int, factor: float, dt: float = DT, fault: str | None = None) -> dict:
     """The experiment mapping of the kernel side (HSC-only, pool placement, half the sites niches)."""
-    lodging = RATES["lodging"] * (0.5 if fault == "lodging_rate" else 1.0)
-    division_factor = factor * (0.9 if fault == "graft_division" else 1.0)
+    egress = RATES["egress"] * (1.5 if fault == "egress_rate" else 1.0)
+    division_factor = factor * (0.5 if fault == "graft_division" else 1.0)
     return {
         "name": "verify_fixation", "seed": 0,
         "patient": {"weight_kg": 0.025, "disease": "hemophilia_a"},
@@ -75,7 +75,7 @@ def config(size: int, factor: float, dt: float = DT, fault: str | None = None) -
                     "differentiation": {"MPP": 1.0}, "lineage": "myeloid", "amplification": 1.0},
         },
         "mature": {"myeloid": {"lifespan_days": 1.0}},
-        "circulation": {"egress_rate": RATES["egress"], "lodging_rate": lodging,
+        "circulation": {"egress_rate": egress, "lodging_rate": RATES["lodging"],
                         "blood_lifetime_minutes": RATES["blood_minutes"], "placement": "pool"},
         "transgene": {"factor": "FVIII", "mode": "secreted", "lineages": ["myeloid"], "expression_per_vcn": 1.0,
                       "fitness": {"division_factor": division_factor}},
