@@ -43,7 +43,7 @@ def main(args) -> int:
     bar = _bar(not args.quiet)
     try:
         v = run_verification(args.only, args.tier, args.out or "results/verification", workers=args.workers, scheduler=args.scheduler,
-                             fault=args.fault, progress=bar[0], command=["engraft", "verify", *sys.argv[2:]])
+                             fault=args.fault, progress=bar[0], command=_command(args))
     finally:
         bar[1]()
     width = max(len(r.name) for r in v.results)
@@ -65,6 +65,22 @@ def main(args) -> int:
     print(f"{sum(r.passed for r in v.results)} of {len(v.results)} cases passed ({v.tier} tier, "
           f"{v.wall_seconds:.0f} s wall, {v.cpu_seconds:.0f} s CPU, {v.executor}){where}")
     return 0 if v.passed else 1
+
+
+def _command(args) -> list[str]:
+    """The command line that reproduces this verification (from the parsed options)."""
+    cmd = ["engraft", "verify", f"--{args.tier}"]
+    if args.only:
+        cmd += ["--only", *args.only]
+    if args.out:
+        cmd += ["--out", args.out]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.scheduler:
+        cmd += ["--scheduler", args.scheduler]
+    if args.fault:
+        cmd += ["--fault", args.fault]
+    return cmd
 
 
 def _bar(enabled: bool):

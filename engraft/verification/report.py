@@ -84,6 +84,20 @@ def markdown(v) -> str:
     return "\n".join(lines) + "\n"
 
 
+_KIND = {"mean": "mean against theory", "difference": "difference of means", "ks": "KS sup-distance",
+         "binomial": "proportion against theory", "proportions": "difference of proportions",
+         "chi2": "chi-square (Cohen's w)"}
+
+
+def _power(kind: str, comps: list) -> str:
+    values = [c.detectable for c in comps if c.detectable is not None and math.isfinite(c.detectable)]
+    if not values:
+        return f"{_KIND.get(kind, kind)}: n/a"
+    lo, hi = min(values), max(values)
+    span = _num(lo, 3) if lo == hi else f"{_num(lo, 3)} to {_num(hi, 3)}"
+    return f"{_KIND.get(kind, kind)} ({len(comps)} comparisons): {span}"
+
+
 def section(v, r) -> list[str]:
     out = [f"## {r.name}", "", f"**{r.title}** — {_verdict(r.passed)}", ""]
     if not r.passed:
@@ -107,6 +121,11 @@ def section(v, r) -> list[str]:
         worst = min(stat, key=lambda c: c.p_value if c.p_value is not None else 1.0)
         out += [f"{len(stat)} statistical comparisons at level {level:.3g} each; smallest p = "
                 f"{_num(worst.p_value, 3)} ({worst.name}); {sum(not c.passed for c in stat)} failed.", ""]
+    if stat:
+        out += ["*Power* (the smallest deviation detected with 90 % probability at the case's level, in the "
+                "units of each read-out; per comparison in the table and the JSON): "
+                + "; ".join(_power(kind, [c for c in stat if c.kind == kind])
+                            for kind in dict.fromkeys(c.kind for c in stat)) + ".", ""]
     listed = sorted(stat, key=lambda c: c.p_value if c.p_value is not None else 1.0)
     shown = [c for c in listed if not c.passed] + [c for c in listed if c.passed][:max(0, LISTED - sum(
         not c.passed for c in listed))]
