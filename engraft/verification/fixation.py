@@ -291,8 +291,8 @@ class Fixation(Case):
                 if b:
                     ax.step(b, np.arange(1, len(b) + 1) / len(b), where="post", color=c, ls="--",
                             label=f"Gillespie {t:g}")
-            ax.set_xscale("log")
-            ax.set_xlabel("day share first reached")
+            ax.set_xscale("symlog", linthresh=1.0)  # day 0 is a possible value
+            ax.set_xlabel("day the share is first reached")
             ax.set_ylabel("fraction of takeovers")
             ax.set_title(sc["label"], fontsize=9)
             ax.legend(fontsize=6, ncol=2)
