@@ -26,6 +26,8 @@ COMMANDS = {
     "sweep": "engraft.commands.sweep",
     "collect": "engraft.commands.collect",
     "bench": "engraft.commands.bench",
+    "cohort": "engraft.commands.cohort",
+    "sensitivity": "engraft.commands.sensitivity",
     "verify": "engraft.commands.verify",
 }
 

@@ -20,11 +20,12 @@ niche      uint8   1 on niche sites (fixed)
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
 
-from engraft.kernel.census import nearest_centre_distance
+from engraft.kernel.census import nearest_centre_distance, nearest_centre_distance_within
 from engraft.kernel.sequential import EMPTY, GRAFT, QUIESCENT, SILENCED
 
 __all__ = ["EMPTY", "GRAFT", "QUIESCENT", "SILENCED", "State", "neighbour_offsets", "niche_map"]
@@ -58,12 +59,19 @@ def site_coordinates(size: int, dims: int, sites: np.ndarray | None = None) -> n
 
 
 def niche_map(size: int, dims: int, fraction: float, placement: str,
-              cluster_count: int | None, periodic: bool, rng: np.random.Generator) -> np.ndarray:
+              cluster_count: int | None, periodic: bool, rng: np.random.Generator,
+              cluster_size: float | None = None) -> np.ndarray:
     """A uint8 map with exactly ``round(fraction * N)`` niche sites.
 
     ``random``: a uniformly random subset. ``clustered``: the sites nearest to
-    ``cluster_count`` random vessel centres (ties broken at random), so niches
-    form blobs around vessels as perivascular and endosteal niches do.
+    random vessel centres (ties broken at random), so niches form small groups
+    around vessels as perisinusoidal niches do. The number of centres is
+    ``round(niche sites / cluster_size)``: the centres have a fixed density per
+    site, so a cluster holds ``cluster_size`` niche sites on average and the
+    spacing of the clusters is the same at every lattice size (a small lattice
+    is a patch of a large one). ``cluster_count`` instead fixes the number of
+    centres, so that the clusters grow with the lattice; it is kept for
+    configs that need a set number of large clusters.
     """
     n = size**dims
     k = int(round(fraction * n))
@@ -73,13 +81,30 @@ def niche_map(size: int, dims: int, fraction: float, placement: str,
     if placement == "random":
         niche[rng.choice(n, size=k, replace=False)] = 1
         return niche
-    n_centres = cluster_count or max(1, int(round(np.sqrt(k) / 2)))
+    if cluster_count is not None:
+        n_centres = min(cluster_count, n)
+    else:
+        if cluster_size is None:
+            raise ValueError("niche_map: clustered placement needs cluster_count or cluster_size")
+        n_centres = min(n, max(1, int(round(k / cluster_size))))
     picked = rng.choice(n, size=n_centres, replace=False)
     centres = np.zeros((n_centres, 3), dtype=np.int64)
     centres[:, :dims] = site_coordinates(size, dims, picked)
-    best = nearest_centre_distance(size, dims, centres, periodic)
-    score = best + rng.random(n) * 0.5  # random tie-breaking within a shell
-    niche[np.argpartition(score, k - 1)[:k]] = 1
+    noise = rng.random(n) * 0.5  # random tie-breaking within a shell
+    # distances only as far out as the niches reach: start from the radius of a ball of
+    # k / n_centres sites and widen until the k-th nearest site lies inside it
+    radius = int(math.ceil(2.0 * (k / n_centres) ** (1.0 / dims))) + 2
+    while True:
+        if 2 * radius >= size:
+            best = nearest_centre_distance(size, dims, centres, periodic)
+        else:
+            best = nearest_centre_distance_within(size, dims, centres, periodic, radius)
+        score = best + noise
+        chosen = np.argpartition(score, k - 1)[:k]
+        if 2 * radius >= size or score[chosen].max() < radius:
+            break  # every site farther than the radius scores above the chosen ones
+        radius *= 2
+    niche[chosen] = 1
     return niche
 
 

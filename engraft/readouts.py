@@ -107,7 +107,7 @@ def factor_level(spec: ReadoutSpec, mature: np.ndarray, conc_iu_dl: float) -> di
 
 def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarray,
                vcn: np.ndarray, clone: np.ndarray, pool_size: int, mature: np.ndarray,
-               conc_iu_dl: float, baseline_mature: np.ndarray | None = None) -> dict:
+               conc_iu_dl: float, baseline_mature: np.ndarray | None = None, census: bool = True) -> dict:
     """All read-outs of one time point as a flat dict (one row of the time series).
 
     Parameters
@@ -119,8 +119,15 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
     mature : (n_lineages, 5) whole-body compartment contents (see :mod:`engraft.tally`).
     conc_iu_dl : transgene factor in plasma, IU/dL.
     baseline_mature : the compartments before conditioning, for relative sizes.
+    census : read the lattice (cell counts, HSC chimerism and VCN, pool, clones);
+        False leaves those columns out (``time.lattice_record_interval_days``)
+        and gives only the tally read-outs: factor level, bleeding, lineages.
     """
     row: dict = {"day": float(day)}
+    if not census:
+        _lineage_readouts(row, spec, mature, baseline_mature)
+        row.update(factor_level(spec, mature, conc_iu_dl))
+        return row
     n_types = len(spec.type_names)
     counts, hsc_transduced, hsc_copies, clone_cells, hsc_clone_cells = lattice_census(
         ctype, flags, vcn, clone, n_types, spec.hsc_index)
@@ -136,14 +143,7 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
     row["hsc_transduced_fraction"] = _safe_ratio(hsc_transduced, n_hsc)
     row["hsc_vcn"] = _safe_ratio(hsc_copies, n_hsc)
 
-    for lin, name in enumerate(spec.lineage_names):
-        m = mature[lin]
-        row[f"{name}_cells"] = float(m[tally.CELLS])
-        row[f"{name}_chimerism"] = _safe_ratio(m[tally.GRAFT_CELLS], m[tally.CELLS])
-        row[f"{name}_transduced_fraction"] = _safe_ratio(m[tally.TRANSDUCED_CELLS], m[tally.CELLS])
-        row[f"{name}_vcn"] = _safe_ratio(m[tally.VECTOR_COPIES], m[tally.CELLS])
-        if baseline_mature is not None:
-            row[f"{name}_relative"] = _safe_ratio(m[tally.CELLS], baseline_mature[lin, tally.CELLS])
+    _lineage_readouts(row, spec, mature, baseline_mature)
 
     alive, shannon, top = diversity(clone_cells)
     row["clones_alive"] = alive
@@ -152,6 +152,18 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
     row["top_clone_share"] = top
     row.update(factor_level(spec, mature, conc_iu_dl))
     return row
+
+
+def _lineage_readouts(row: dict, spec: ReadoutSpec, mature: np.ndarray, baseline_mature) -> None:
+    """The mature-lineage columns of a record (from the tally, not the lattice)."""
+    for lin, name in enumerate(spec.lineage_names):
+        m = mature[lin]
+        row[f"{name}_cells"] = float(m[tally.CELLS])
+        row[f"{name}_chimerism"] = _safe_ratio(m[tally.GRAFT_CELLS], m[tally.CELLS])
+        row[f"{name}_transduced_fraction"] = _safe_ratio(m[tally.TRANSDUCED_CELLS], m[tally.CELLS])
+        row[f"{name}_vcn"] = _safe_ratio(m[tally.VECTOR_COPIES], m[tally.CELLS])
+        if baseline_mature is not None:
+            row[f"{name}_relative"] = _safe_ratio(m[tally.CELLS], baseline_mature[lin, tally.CELLS])
 
 
 def clone_table(spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray,

@@ -90,6 +90,9 @@ def provenance(result, command: list[str] | None = None) -> dict:
         "command": command if command is not None else sys.argv,
         "kernel": result.extra.get("kernel"),
         "scales_body_cells_per_lattice_cell": result.extra.get("scales"),
+        "hsc_scale": result.summary.get("hsc_scale"),
+        "clone_readouts_body_equivalent": result.summary.get("clone_readouts_body_equivalent"),
+        "hsc_scale_warning": result.summary.get("hsc_scale_warning"),
         "environment": environment(),
     }
 

@@ -59,6 +59,41 @@ def scales(exp: Experiment) -> dict[str, float]:
     return {name: hsc_scale if ct.kind == "hsc" else prog_scale for name, ct in exp.cell_types.items()}
 
 
+#: body HSCs per lattice HSC up to which clone read-outs (clones alive, Shannon diversity,
+#: largest clone) are those of a body-sized pool: each lattice clone is then at most 1.5
+#: body clones. Above it they describe the lattice sample (a run says so).
+BODY_EQUIVALENT_HSC_SCALE = 1.5
+
+
+def hsc_scale(exp: Experiment) -> float:
+    """Body HSCs per lattice HSC."""
+    return scales(exp)[exp.hsc_type]
+
+
+def lattice_size_for_hsc_scale(exp: Experiment, limit: float = BODY_EQUIVALENT_HSC_SCALE) -> int:
+    """The smallest lattice.size (same dims and niche fraction) at which the HSC scale is <= limit."""
+    lat = exp.lattice
+    if lat.niche_fraction == 0:
+        return lat.size
+    size = max(3, math.ceil((exp.marrow.hsc_count / limit / lat.niche_fraction) ** (1.0 / lat.dims)) - 1)
+    while exp.marrow.hsc_count / max(1, round(lat.niche_fraction * size**lat.dims)) > limit:
+        size += 1
+    return size
+
+
+def scale_notes(exp: Experiment) -> dict:
+    """What the HSC scale means for the clone read-outs (summary and provenance)."""
+    sc = hsc_scale(exp)
+    body = sc <= BODY_EQUIVALENT_HSC_SCALE
+    note = None
+    if not body:
+        note = (f"HSC scale {sc:.3g} body HSCs per lattice HSC (above {BODY_EQUIVALENT_HSC_SCALE:g}): clone "
+                f"counts, Shannon diversity and the largest clone describe the lattice sample, not a "
+                f"body-sized HSC pool; lattice.size >= {lattice_size_for_hsc_scale(exp)} gives body-equivalent "
+                f"clones")
+    return {"hsc_scale": sc, "clone_readouts_body_equivalent": body, "hsc_scale_warning": note}
+
+
 def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) -> dict[str, float]:
     """Mean lattice cells of each type that an infusion puts into the blood."""
     sc = scales(exp)
@@ -144,6 +179,8 @@ class Timeline:
     snapshot_steps: tuple[int, ...]
     conditioning_step: int | None
     infusion_steps: tuple[int, ...]
+    #: the records that also read the lattice (all of them unless time.lattice_record_interval_days)
+    census_steps: tuple[int, ...] | None = None
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> Timeline:
@@ -158,11 +195,18 @@ class Timeline:
 
         snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else (0, total)
         cond = None if exp.conditioning is None else int(round(exp.conditioning.day / dt))
+        records = steps_every(t.record_interval_days)
+        census = None
+        if t.lattice_record_interval_days is not None:
+            after = int(round(t.lattice_record_after_days / dt))
+            grid = set(steps_every(t.lattice_record_interval_days))
+            census = tuple(s for s in records if s <= after or s in grid or s == total)
         return cls(
             dt=dt,
             burn_in_steps=int(round(t.burn_in_days / dt)),
             total_steps=total,
-            record_steps=steps_every(t.record_interval_days),
+            record_steps=records,
+            census_steps=census,
             snapshot_steps=snaps,
             conditioning_step=cond,
             infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
@@ -192,6 +236,7 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
     with their ``day``.
     """
     total = timeline.burn_in_steps + timeline.total_steps
+    census = set(timeline.census_steps or ())
     rows, snaps, snap_days = [], [], []
     for boundary in timeline.boundaries():
         while position() < boundary:
@@ -204,7 +249,10 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
             if step == boundary:
                 engine.infuse(i)
         if boundary in timeline.record_steps:
-            rows.append(engine.record())
+            if timeline.census_steps is None:
+                rows.append(engine.record())
+            else:  # sparse lattice read-outs (kernel engine only; checked in the config)
+                rows.append(engine.record(census=boundary in census))
         if boundary in timeline.snapshot_steps:
             snaps.append(engine.snapshot())
             snap_days.append(engine.day)
@@ -296,7 +344,9 @@ class TallyTables:
         exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
         for t, name in enumerate(exp.type_names):
             ct = exp.cell_types[name]
-            if ct.kind == "progenitor" and ct.lineage is not None:
+            # a lattice with no site of this type's kind (every site a niche) never holds one: it
+            # adds nothing, rather than 0 exits x an infinite scale = NaN
+            if ct.kind == "progenitor" and ct.lineage is not None and math.isfinite(sc[name]):
                 exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
         tg = exp.transgene
         secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
@@ -372,7 +422,8 @@ class Simulation:
         self.spec = ReadoutSpec.from_experiment(exp)
         lat = exp.lattice
         niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
-                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng,
+                          cluster_size=lat.niche_cluster_size)
         self.state = State.empty(niche)
         self.niche_sites = np.flatnonzero(niche).astype(np.int64)
         self.order = np.empty(self.state.n_sites if kernel == "sequential" else 0,
@@ -503,10 +554,10 @@ class Simulation:
     def day(self) -> float:
         return self.step * self.timeline.dt
 
-    def record(self) -> dict:
+    def record(self, census: bool = True) -> dict:
         s = self.state
         return record_row(self.spec, self.day, s.ctype, s.flags, s.vcn, s.clone, self.pool.size,
-                          self.mature, float(self.conc[0]), self.baseline_mature)
+                          self.mature, float(self.conc[0]), self.baseline_mature, census=census)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         s = self.state
@@ -533,6 +584,7 @@ class Simulation:
         snapshots["niche"] = self.state.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
             clones=self.clone_table(), snapshots=snapshots, summary=summary,

@@ -335,6 +335,7 @@ def test_other_geometries_and_pool_placement_run():
     """3D, von Neumann, closed boundary, clustered niches, daughters into the blood."""
     exp = load_config(MYELOABLATIVE, ["lattice.dims=3", "lattice.size=7", "lattice.neighbourhood=von_neumann",
                                       "lattice.boundary=closed", "lattice.niche_placement=clustered",
+                                      "lattice.niche_cluster_size=4",
                                       "circulation.placement=pool", "time.burn_in_days=10",
                                       "time.duration_days=20"])
     result = run_reference(exp, seed=1)

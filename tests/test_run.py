@@ -106,6 +106,33 @@ def test_cli_run_writes_and_summarises(tiny_path, tmp_path, capsys):
     assert summary["final_day"] == 120
 
 
+def test_hsc_scale_above_1_5_is_said_and_recorded(tiny_path, tmp_path, capsys):
+    """The tiny lattice holds 82 niche sites for 1.1e4 mouse HSCs: its clone read-outs are the sample's."""
+    out = tmp_path / "small"
+    assert main(["run", str(tiny_path), "--out", str(out), "--no-figure"]) == 0
+    text = capsys.readouterr().out
+    assert "warning        HSC scale 134 body HSCs per lattice HSC (above 1.5)" in text
+    assert "lattice.size >= 303 gives body-equivalent clones" in text and "(of the lattice sample)" in text
+    prov = read_run(out).provenance
+    assert prov["hsc_scale"] == 1.1e4 / 82 and prov["clone_readouts_body_equivalent"] is False
+    assert "above 1.5" in prov["hsc_scale_warning"]
+
+
+def test_human_experiments_hold_the_hsc_pool_at_its_real_size():
+    """Each shipped human experiment has at most 1.5 body HSCs per lattice HSC, and says nothing."""
+    from engraft.simulation import hsc_scale, lattice_size_for_hsc_scale, scale_notes
+
+    for name in ("hemophilia_a_lentiviral", "hemophilia_b_lentiviral", "reduced_intensity"):
+        exp = load_config(CONFIGS / f"{name}.yaml")
+        assert hsc_scale(exp) <= 1.5, name
+        notes = scale_notes(exp)
+        assert notes["clone_readouts_body_equivalent"] and notes["hsc_scale_warning"] is None
+    exp = load_config(CONFIGS / "hemophilia_a_lentiviral.yaml", ["lattice.size=256"])
+    size = lattice_size_for_hsc_scale(exp)
+    assert hsc_scale(load_config(CONFIGS / "hemophilia_a_lentiviral.yaml", [f"lattice.size={size}"])) <= 1.5
+    assert hsc_scale(load_config(CONFIGS / "hemophilia_a_lentiviral.yaml", [f"lattice.size={size - 1}"])) > 1.5
+
+
 def test_cli_run_reproduces_from_its_own_config(tiny_path, tmp_path):
     assert main(["run", str(tiny_path), "--out", str(tmp_path / "a"), "-q", "--no-figure"]) == 0
     assert main(["run", str(tmp_path / "a" / "config.yaml"), "--out", str(tmp_path / "b"), "-q",
@@ -119,6 +146,7 @@ def test_cli_missing_file_is_exit_2(capsys):
     assert "no such config file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_default_experiment_is_clinically_plausible():
     """Srivastava et al., NEJM 2025: neutrophil recovery in 1-3 weeks, FVIII 19-40 IU/dL.
 
@@ -134,6 +162,21 @@ def test_default_experiment_is_clinically_plausible():
     assert s["final_hsc_chimerism"] > 0.9
     assert not math.isnan(s["threshold_day"]) and s["threshold_day"] < 365
     assert s["final_clones_alive"] > 100 and s["final_top_clone_share"] < 0.2
+
+
+def test_default_experiment_on_a_quarter_lattice_is_clinically_plausible():
+    """The same patient at 256^2 (whole-body read-outs do not depend on the size; the clone
+    read-outs there are the sample's, so they are not checked)."""
+    exp = load_config(CONFIGS / "hemophilia_a_lentiviral.yaml", ["lattice.size=256", "time.duration_days=730"])
+    result = simulate(exp)
+    s, ts = result.summary, result.timeseries
+    assert 3 <= s["recovery_day"] <= 28
+    year_one = ts[(ts["day"] > 180) & (ts["day"] <= 365)]["factor_iu_dl"].mean()
+    assert 10 <= year_one <= 60
+    assert 10 <= s["mean_factor_last_year_iu_dl"] <= 60
+    assert s["final_hsc_chimerism"] > 0.9
+    assert not math.isnan(s["threshold_day"]) and s["threshold_day"] < 365
+    assert not s["clone_readouts_body_equivalent"]
 
 
 def test_cli_parallel_kernel_is_recorded_and_reproduced(tiny_path, tmp_path):
@@ -230,3 +273,24 @@ def test_cli_bench_passes_its_options_to_the_benchmark_script(capsys):
         main(["bench", "--no-such-option"])
     assert done.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_every_site_a_niche_gives_finite_read_outs(tiny_path):
+    """No progenitor site: progenitors add nothing (never 0 exits x an infinite scale = NaN, classed 'normal')."""
+    exp = load_config(tiny_path, ["lattice.niche_fraction=1", "time.duration_days=20",
+                                  "infusions[0].composition={HSC: 0.001}"])
+    result = simulate(exp)
+    levels = result.timeseries["factor_iu_dl"].to_numpy(float)
+    assert np.isfinite(levels).all()
+    assert np.allclose(levels, exp.pk.baseline_iu_dl)  # nothing expresses: the endogenous level
+    assert result.summary["final_severity"] == "severe"
+
+
+def test_a_level_that_is_not_a_number_gets_no_class():
+    from engraft.errors import NumericalFailure
+    from engraft.tally import severity
+
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(NumericalFailure, match="no class or read-out is given"):
+            severity(bad)
+    assert severity(0.5) == "severe" and severity(40.0) == "normal"

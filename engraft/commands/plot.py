@@ -8,8 +8,9 @@ HELP = "write the figures of a run directory or a sweep directory (PNG and SVG/P
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("directory", help="a run directory (engraft run) or a sweep directory "
-                                          "(with sweep.json / aggregate.parquet)")
+    parser.add_argument("directory", help="a run directory (engraft run), a sweep directory "
+                                          "(with sweep.json / aggregate.parquet) or a cohort directory "
+                                          "(engraft cohort)")
     parser.add_argument("--out", help="folder for the figures (default: DIRECTORY/figures)")
     parser.add_argument("--format", default="png,svg", metavar="FORMATS",
                         help="comma-separated file formats: png, svg, pdf (default: png,svg)")
@@ -29,7 +30,13 @@ def main(args) -> int:
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
     try:
-        if is_run_dir(directory):
+        from engraft.plots.cohort_figures import is_cohort_dir
+
+        if is_cohort_dir(directory):  # a cohort is a sweep directory with a cohort design
+            from engraft.plots.cohort_figures import plot_cohort
+
+            written = plot_cohort(directory, args.out, formats)
+        elif is_run_dir(directory):
             from engraft.plots.run_figures import plot_run
 
             written = plot_run(directory, args.out, formats)

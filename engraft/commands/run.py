@@ -66,12 +66,15 @@ def format_summary(summary: dict, out: Path) -> str:
                                                            else f"recovered by day {recovery:g}"),
         f"chimerism      HSC {summary['final_hsc_chimerism']:.1%}, VCN {summary['final_hsc_vcn']:.2f} per HSC",
         f"clones         {summary['final_clones_alive']} alive, Shannon {summary['final_shannon_diversity']:.2f}, "
-        f"largest {summary['final_top_clone_share']:.1%}",
+        f"largest {summary['final_top_clone_share']:.1%} "
+        + ("(body-equivalent)" if summary.get("clone_readouts_body_equivalent", True) else "(of the lattice sample)"),
         f"bleeding       about {summary['final_joint_bleeds_per_year']:.2f} joint bleeds a year",
     ]
     if "final_platelet_factor_iu_per_1e8" in summary:
         lines.insert(1, f"platelet FVIII {summary['final_platelet_factor_iu_per_1e8'] * 1000:.2f} mU per 1e8 "
                         "platelets (stored; not in plasma)")
+    if summary.get("hsc_scale_warning"):
+        lines.append(f"warning        {summary['hsc_scale_warning']}")
     lines.append(f"written to     {out}")
     return "\n".join(lines)
 

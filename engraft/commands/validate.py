@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engraft.config.load import estimate_memory_bytes, load_config
-from engraft.simulation import preflight, scales
+from engraft.simulation import preflight, scale_notes, scales
 
 HELP = "check a config file and print what it resolves to"
 
@@ -26,6 +26,9 @@ def main(args) -> int:
           f"{lat.niche_fraction:.0%} niches ({lat.niche_placement}), {lat.neighbourhood}, {lat.boundary}")
     print(f"  scale        {sc[exp.hsc_type]:.3g} body HSCs and "
           f"{min(v for k, v in sc.items() if k != exp.hsc_type):.3g} body progenitors per lattice cell")
+    notes = scale_notes(exp)
+    if notes["hsc_scale_warning"]:
+        print(f"  warning      {notes['hsc_scale_warning']}")
     t = exp.time
     print(f"  time         {t.duration_days:g} days in steps of {t.dt_days:g}, records every "
           f"{t.record_interval_days:g}, burn-in {t.burn_in_days:g}")

@@ -99,8 +99,15 @@ class LatticeConfig(Section):
     niche_placement: Literal["random", "clustered"] = Field(
         "random", description="niches scattered at random, or in clusters around vessel centres"
     )
+    niche_cluster_size: float | None = Field(
+        None, ge=1.0, le=1e6, allow_inf_nan=False,
+        description="clustered placement: mean niche sites per vessel cluster; the vessel centres then "
+                    "have a fixed density per site (niche_fraction / niche_cluster_size), so the niche "
+                    "geometry is the same at every lattice size",
+    )
     niche_cluster_count: int | None = Field(
-        None, ge=1, description="number of vessel centres (clustered placement only)"
+        None, ge=1, description="clustered placement: a fixed number of vessel centres instead of "
+                                "niche_cluster_size (the clusters then grow with the lattice)"
     )
     neighbourhood: Literal["moore", "von_neumann"] = Field(
         "moore", description="moore: 8 (2D) / 26 (3D) neighbours; von_neumann: 4 / 6"
@@ -113,16 +120,18 @@ class LatticeConfig(Section):
         if self.niche_cluster_count is not None and self.niche_placement != "clustered":
             raise ValueError("niche_cluster_count: only used with niche_placement 'clustered'")
         n_niche = round(self.niche_fraction * self.n_sites)
-        if n_niche == 0:
-            raise ValueError(f"niche_fraction: gives no niche site for the HSCs on {self.n_sites:,} sites "
-                             f"(must be at least {0.5 / self.n_sites:.3g}), got {self.niche_fraction:g}")
-        if n_niche >= self.n_sites:
-            raise ValueError(f"niche_fraction: leaves no non-niche sites for progenitors on "
-                             f"{self.n_sites:,} sites (must be below {1 - 0.5 / self.n_sites:.6g}), "
-                             f"got {self.niche_fraction:g}")
         if self.niche_cluster_count is not None and self.niche_cluster_count > max(n_niche, 1):
             raise ValueError(f"niche_cluster_count: at most the number of niche sites ({n_niche:,} = "
                              f"niche_fraction x {self.n_sites:,} sites), got {self.niche_cluster_count:,}")
+        if self.niche_cluster_size is not None and self.niche_placement != "clustered":
+            raise ValueError("niche_cluster_size: only used with niche_placement 'clustered'")
+        if self.niche_placement == "clustered":
+            if self.niche_cluster_size is not None and self.niche_cluster_count is not None:
+                raise ValueError("niche_cluster_size: give niche_cluster_size or niche_cluster_count, "
+                                 "not both")
+            if self.niche_cluster_size is None and self.niche_cluster_count is None:
+                raise ValueError("niche_cluster_size: required with niche_placement 'clustered' (mean niche "
+                                 "sites per vessel cluster, e.g. 4), unless niche_cluster_count is given")
         return self
 
     @property
@@ -154,6 +163,15 @@ class TimeConfig(Section):
     burn_in_days: NonNegativeFloat = Field(..., description="host-only run before conditioning")
     snapshot_interval_days: PositiveFloat | None = Field(
         None, description="lattice snapshots every this many days (None: first and last only)"
+    )
+    lattice_record_interval_days: PositiveFloat | None = Field(
+        None, description="after time.lattice_record_after_days, the lattice read-outs (cell counts by type "
+        "and origin, HSC chimerism and VCN, pool, clones) only every this many days, a multiple of "
+        "record_interval_days; the records between keep the tally read-outs (factor level, bleeding, mature "
+        "lineages) and leave the lattice columns empty. The same trajectory; None: every record"
+    )
+    lattice_record_after_days: NonNegativeFloat = Field(
+        0.0, description="day after which lattice read-outs follow lattice_record_interval_days"
     )
     max_event_probability: float = Field(
         0.5,
@@ -394,6 +412,10 @@ class Experiment(Section):
     pk: PKConfig
     readouts: ReadoutConfig
     sweep: dict | None = Field(None, description="batch experiments; see engraft.sweep")
+    cohort: dict | None = Field(None, description="virtual patient cohorts; see engraft.cohort")
+    sensitivity: dict | None = Field(None, description="global sensitivity designs; see engraft.sensitivity")
+    virtual_patient: dict | None = Field(
+        None, description="a cohort run's arm, patient index and draws (recorded; the simulation ignores it)")
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:
@@ -487,6 +509,14 @@ def check_experiment(exp: Experiment) -> None:
     if t.record_interval_days < t.dt_days:
         raise ScopedError("time.record_interval_days", t.record_interval_days,
                           f"must be >= time.dt_days ({t.dt_days:g})")
+    if t.lattice_record_interval_days is not None:
+        ratio = t.lattice_record_interval_days / t.record_interval_days
+        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9:
+            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
+                              f"must be a whole multiple of time.record_interval_days ({t.record_interval_days:g})")
+        if exp.engine == "mesa":
+            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
+                              "is for the kernel engine (the Mesa engine reads the lattice at every record)")
     if t.duration_days < t.dt_days:
         raise ScopedError("time.duration_days", t.duration_days, f"must be >= time.dt_days ({t.dt_days:g})")
     # Competing risks are exact per step only while R dt stays small: refuse a

@@ -7,8 +7,8 @@ of a human-scale run with daily records); :func:`lattice_census` answers all
 of them in two passes over the arrays (a whole record then takes about 3 ms).
 The results are integer counts, identical to the NumPy expressions they
 replace (``tests/test_run.py`` compares them). :func:`nearest_centre_distance`
-builds the clustered niche map (``tests/test_rules.py`` compares it with the
-NumPy form).
+and :func:`nearest_centre_distance_within` build the clustered niche map
+(``tests/test_rules.py`` compares them with the NumPy form).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from numba import njit
 from engraft.kernel.jit import JIT
 from engraft.kernel.sequential import EMPTY, GRAFT
 
-__all__ = ["lattice_census", "nearest_centre_distance"]
+__all__ = ["lattice_census", "nearest_centre_distance", "nearest_centre_distance_within"]
 
 
 @njit(**JIT)
@@ -93,4 +93,56 @@ def nearest_centre_distance(size, dims, centres, periodic):
             if d < b:
                 b = d
         best[i] = b
+    return best
+
+
+@njit(**JIT)
+def nearest_centre_distance_within(size, dims, centres, periodic, radius):
+    """:func:`nearest_centre_distance` where it is at most ``radius``; ``inf`` elsewhere.
+
+    Each centre visits only the box of half-width ``radius`` around it, so the
+    cost is (number of centres) x (2 radius + 1)^dims, not sites x centres: a
+    niche map whose vessel density is fixed per site costs time in proportion
+    to the lattice. Needs ``2 radius < size`` (each offset in the box is then
+    the shorter way round of a periodic axis). Distances are computed with
+    the same arithmetic as :func:`nearest_centre_distance`, so where both are
+    finite they are the same values.
+    """
+    n = size**dims
+    best = np.full(n, np.inf)
+    r2 = float(radius) * float(radius)
+    n_centres = centres.shape[0]
+    zr = radius if dims == 3 else 0
+    for c in range(n_centres):
+        cx = centres[c, 0]
+        cy = centres[c, 1]
+        cz = centres[c, 2] if dims == 3 else 0
+        for oz in range(-zr, zr + 1):
+            z = cz + oz
+            if z < 0 or z >= size:
+                if not periodic:
+                    continue
+                z = z + size if z < 0 else z - size
+            for oy in range(-radius, radius + 1):
+                y = cy + oy
+                if y < 0 or y >= size:
+                    if not periodic:
+                        continue
+                    y = y + size if y < 0 else y - size
+                for ox in range(-radius, radius + 1):
+                    x = cx + ox
+                    if x < 0 or x >= size:
+                        if not periodic:
+                            continue
+                        x = x + size if x < 0 else x - size
+                    fx = float(abs(ox))
+                    fy = float(abs(oy))
+                    fz = float(abs(oz))
+                    d2 = fx * fx + fy * fy + fz * fz if dims == 3 else fx * fx + fy * fy
+                    if d2 > r2:
+                        continue
+                    d = np.sqrt(d2)
+                    i = x + size * (y + size * z)
+                    if d < best[i]:
+                        best[i] = d
     return best

@@ -29,6 +29,27 @@ class PlotInputError(ValueError):
 # ----------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------
+def fill_record_gaps(timeseries):
+    """The time series with the lattice columns of tally-only records filled in for drawing.
+
+    With ``time.lattice_record_interval_days`` the records between lattice
+    read-outs leave the lattice columns empty; a figure draws a line through
+    the read-outs either side (linear in the day), as it would by joining the
+    points. Returns the table itself when no record is tally-only.
+    """
+    lattice = [c for c in ("clones_alive", "hsc_chimerism") if c in timeseries]
+    if not lattice or not timeseries[lattice[0]].isna().any() or "occupancy" not in timeseries:
+        return timeseries
+    gaps = timeseries["occupancy"].isna()
+    if not gaps.any():
+        return timeseries
+    filled = timeseries.copy()
+    columns = [c for c in filled.columns if filled[c].dtype.kind in "fiu" and filled.loc[gaps, c].isna().all()]
+    indexed = filled.set_index("day")[columns].interpolate(method="index", limit_area="inside")
+    filled[columns] = indexed.to_numpy()
+    return filled
+
+
 def type_names(timeseries) -> list[str]:
     """Cell types in the config's order, from the ``<type>_host`` / ``<type>_graft`` columns."""
     return [c[: -len("_host")] for c in timeseries.columns

@@ -351,6 +351,7 @@ def plot_run(path: str | os.PathLike, out: str | os.PathLike | None = None,
     from engraft.results import read_run
 
     run = read_run(path)
+    run.timeseries = data.fill_record_gaps(run.timeseries)
     folder = FigureFolder(Path(out) if out is not None else Path(path) / "figures")
     written: list[Path] = []
     for name, fig in run_figures(run).items():

@@ -26,7 +26,9 @@ def summary_figure(timeseries, summary: dict, path: str | Path, title: str = "")
 
     Returns the path written (PNG, or any format matplotlib infers from the suffix).
     """
-    ts = timeseries
+    from engraft.plots.data import fill_record_gaps
+
+    ts = fill_record_gaps(timeseries)
     days = ts["day"].to_numpy()
     fig, axes = plt.subplots(3, 1, figsize=(7.5, 9), sharex=True, constrained_layout=True)
 

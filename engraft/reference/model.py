@@ -66,6 +66,7 @@ from engraft.simulation import (
     expected_infused_lattice_cells,
     follow_timeline,
     sample_vcn,
+    scale_notes,
     scales,
     stochastic_round,
 )
@@ -256,7 +257,8 @@ class ReferenceModel(mesa.Model):
                                random=self.random)
         niche_layer = self.grid.create_property_layer("niche", default_value=False, dtype=bool)
         niche = niche_map(lat.size, lat.dims, lat.niche_fraction, lat.niche_placement,
-                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng)
+                          lat.niche_cluster_count, lat.boundary == "periodic", self.rng,
+                          cluster_size=lat.niche_cluster_size)
         # sites numbered x + L (y + L z) as in engraft.lattice, so snapshots and read-outs match
         coords = [tuple(int(c) for c in row) for row in site_coordinates(lat.size, lat.dims)]
         self.sites = [self.grid[coord] for coord in coords]
@@ -490,6 +492,7 @@ class ReferenceModel(mesa.Model):
         snapshots["niche"] = self.niche.copy()
         r = self.exp.readouts
         summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
             clones=self.clone_table(), snapshots=snapshots, summary=summary,

@@ -28,8 +28,8 @@ from engraft.sweep.executors import STATUS_DAMAGED, STATUS_DONE, STATUS_FAILED, 
 
 AGGREGATE_FILE = "aggregate.parquet"
 SPEC_FILE = "sweep.json"
-#: the id of a run in a sweep (r00017)
-RUN_ID = re.compile(r"r[0-9]{5,}")
+#: the id of a run in a sweep (r00017, a0-p00012): a plain file name, never a path
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 class SweepDirError(ConfigError):

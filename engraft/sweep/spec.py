@@ -297,6 +297,9 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
         ``sweep.parameters.infusions[0].transduction: input should be less than or equal to 1, got 1.5``.
     """
     data = copy.deepcopy(data)
+    if data.get("cohort") is not None:
+        raise ConfigError("cohort: this file describes a virtual patient cohort; run it with "
+                          "engraft cohort FILE (its sweep section gives the design arms)")
     spec = data.pop("sweep", None)
     if not isinstance(spec, dict):
         raise ConfigError("sweep: the file has no sweep section (a mapping with parameters and replicates)")

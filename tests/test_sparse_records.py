@@ -1,0 +1,52 @@
+"""Sparse lattice read-outs (time.lattice_record_interval_days): the same run, fewer lattice censuses."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from engraft import ConfigError, load_config
+from engraft.cli import main
+from engraft.results import write_run
+from engraft.simulation import Timeline, simulate
+from tests.conftest import CONFIGS
+
+SPARSE = ["time.lattice_record_interval_days=20", "time.lattice_record_after_days=30"]
+
+
+def test_sparse_lattice_records_leave_the_run_unchanged(tmp_path, capsys):
+    dense = simulate(load_config(CONFIGS / "tiny.yaml"), seed=4)
+    sparse = simulate(load_config(CONFIGS / "tiny.yaml", SPARSE), seed=4)
+    a, b = dense.timeseries, sparse.timeseries
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    census = b["occupancy"].notna()
+    assert b.loc[census, "day"].tolist() == [0, 5, 10, 15, 20, 25, 30, 40, 60, 80, 100, 120]
+    # the tally read-outs of every record, bit for bit: the same trajectory
+    tally = [c for c in a.columns if b[c].notna().all()]
+    assert {"factor_iu_dl", "joint_bleeds_per_year", "myeloid_cells", "myeloid_relative", "severity"} <= set(tally)
+    pd.testing.assert_frame_equal(a[tally], b[tally], check_exact=True)
+    # and every column where the lattice was read
+    pd.testing.assert_frame_equal(a[census].reset_index(drop=True), b[census].reset_index(drop=True),
+                                  check_exact=True, check_dtype=False)
+    assert b.loc[~census, "HSC_host"].isna().all() and b.loc[~census, "clones_alive"].isna().all()
+    assert dense.summary == sparse.summary
+    run = write_run(sparse, tmp_path / "run", figure=True)  # the figures draw through the gaps
+    assert main(["plot", str(run), "--format", "png"]) == 0
+    assert "figures (png)" in capsys.readouterr().out
+
+
+def test_timeline_census_steps():
+    tl = Timeline.from_experiment(load_config(CONFIGS / "tiny.yaml", SPARSE))
+    assert set(tl.census_steps) <= set(tl.record_steps) and tl.total_steps in tl.census_steps
+    assert Timeline.from_experiment(load_config(CONFIGS / "tiny.yaml")).census_steps is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["time.lattice_record_interval_days=12"],
+     "time.lattice_record_interval_days: must be a whole multiple of time.record_interval_days (5), got 12.0"),
+    (["time.lattice_record_interval_days=20", "engine=mesa"],
+     "time.lattice_record_interval_days: is for the kernel engine"),
+])
+def test_bad_sparse_records(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(CONFIGS / "tiny.yaml", overrides)
