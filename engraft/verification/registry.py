@@ -7,6 +7,7 @@ from engraft.verification.engines import KernelVsMesa, SequentialVsParallel
 from engraft.verification.fixation import Fixation
 from engraft.verification.neutral import NeutralCompetition
 from engraft.verification.plasma import PlasmaKinetics
+from engraft.verification.resolution import Resolution
 from engraft.verification.setup import SetUp
 from engraft.verification.steady import SteadyState
 from engraft.verification.timestep import TimeStep
@@ -18,6 +19,7 @@ CASES: dict[str, Case] = {case.name: case for case in (
     SteadyState(),
     KernelVsMesa(),
     SequentialVsParallel(),
+    Resolution(),
     TimeStep(),
     SetUp(),
 )}
