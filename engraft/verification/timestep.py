@@ -22,6 +22,11 @@ from engraft.verification.engines import quantity
 DTS = (0.2, 0.1, 0.05)
 QUANTITIES = ("hsc_count", "hsc_chimerism", "clones_alive", "occupancy", "myeloid_cells", "myeloid_chimerism",
               "factor_iu_dl")
+#: read-outs that the model claims do not move with dt (docs/model.md, section 4, "What the time step
+#: costs"): the HSC pool and chimerism. The others carry the documented one-event-per-step bias
+#: (a repeatedly acting cell acts at (1 - exp(-R dt)) / dt, up to 18 % slower GMP divisions at the
+#: tiny config's dt): they are measured and shown, with their slopes, but not judged.
+JUDGED = ("hsc_count", "hsc_chimerism", "myeloid_chimerism")
 #: day 10: the progenitor compartments refilling after conditioning (the fastest kinetics)
 DAYS = (10.0, 30.0, 120.0)
 TIERS = {"quick": 60, "full": 200}
@@ -54,9 +59,10 @@ class TimeStep(Case):
     compared = ("The tiny transplant (configs/tiny.yaml, 32 x 32) at dt = 0.2, 0.1 and 0.05 d: HSC count, "
                 "chimerism (HSC and myeloid), clones alive, occupancy, myeloid cells and factor level at days "
                 + ", ".join(f"{d:g}" for d in DAYS) + "; each coarser dt against dt = 0.05 d.")
-    theory = ("No dependence on dt beyond the noise: difference of means (z) and two-sample KS per read-out, "
-              "day and dt, alpha = 1e-3 with Bonferroni over all of them. The table gives each read-out's "
-              "slope of the mean against dt with its SE (the trend).")
+    theory = ("No dependence on dt beyond the noise for the read-outs the model claims dt-free (HSC pool, "
+              "chimerism): difference of means (z) and two-sample KS per read-out, day and dt, alpha = 1e-3 "
+              "with Bonferroni over all of them. The table gives every read-out's slope of the mean against dt "
+              "with its SE (the trend), judged or not.")
     faults = FAULTS
 
     def jobs(self, tier, fault):
@@ -75,6 +81,8 @@ class TimeStep(Case):
         cols = [(q, d) for q in QUANTITIES for d in DAYS]
         for j, (q, d) in enumerate(cols):
             for i, dt in enumerate(DTS[:-1]):
+                if q not in JUDGED:
+                    continue
                 x, y = data[i][:, j], finest[:, j]
                 x, y = x[~np.isnan(x)], y[~np.isnan(y)]
                 comparisons.append(stats.difference(f"{q} day {d:g}: mean at dt {dt:g} vs {DTS[-1]:g}", x, y))
@@ -86,14 +94,24 @@ class TimeStep(Case):
             xm = np.sum(w * x) / w.sum()
             slope = float(np.sum(w * (x - xm) * means) / np.sum(w * (x - xm) ** 2))
             slope_se = float(1 / np.sqrt(np.sum(w * (x - xm) ** 2)))
-            rows.append([q, f"{d:g}", *[f"{m:.4g}" for m in means], f"{slope:+.4g} +- {slope_se:.2g}"])
+            rows.append([q, f"{d:g}", *[f"{m:.4g}" for m in means], f"{slope:+.4g} +- {slope_se:.2g}",
+                         f"{slope / slope_se:+.1f}", "judged" if q in JUDGED else "shown (dt bias documented)"])
         tables = [("Mean read-outs per dt, and their slope against dt",
-                   ["read-out", "day", *[f"dt {dt:g}" for dt in DTS], "slope per day of dt +- SE"], rows)]
+                   ["read-out", "day", *[f"dt {dt:g}" for dt in DTS], "slope per day of dt +- SE", "slope / SE",
+                    "status"], rows)]
+        notes = ["Judged: the HSC pool and the HSC and myeloid chimerism, which docs/model.md (section 4, "
+                 "\"What the time step costs\") says do not move with dt. Shown, not judged: clones alive, "
+                 "occupancy, myeloid cells and the factor level, which carry the documented one-event-per-step "
+                 "bias of dividing progenitors (their events are in effect moved to the end of the step: at "
+                 "dt = 0.2 d a GMP divides 18 % slower than configured; outputs are calibrated at the shipped "
+                 "dt). Their slopes in the table measure that bias; a slope / SE beyond about 4 is the bias "
+                 "showing, not a failure of this case."]
         plot = {"means": [[float(np.nanmean(a[:, j])) for a in data] for j in range(len(cols))],
                 "ses": [[float(np.nanstd(a[:, j], ddof=1) / np.sqrt(a.shape[0])) for a in data]
                         for j in range(len(cols))],
                 "cols": [[q, d] for q, d in cols]}
-        return self.result(tier, comparisons, fault, tables=tables, replicates=n * len(DTS), plot_data=plot)
+        return self.result(tier, comparisons, fault, tables=tables, notes=notes, replicates=n * len(DTS),
+                           plot_data=plot)
 
     def figure(self, result, data, path):
         import matplotlib.pyplot as plt
