@@ -13,6 +13,14 @@ Conventions:
 - *clones*: graft cells on the lattice (all types) grouped by clone id.
   Shannon diversity H = -sum p ln p over clone shares; ``top_clone_share`` is
   the largest clone's share of graft lattice cells.
+- *blood counts* (with ``blood_counts`` in the config): ``anc_1e9_per_L``,
+  ``lymphocytes_1e9_per_L``, ``platelets_1e9_per_L`` = cells in the mature
+  compartment x its blood fraction / blood volume; ``hemoglobin_g_per_dL`` =
+  red cells x blood fraction x MCH / blood volume.
+- *engraftment* (:func:`engraftment_day`): the first of ``engraftment_days``
+  consecutive daily counts at or above the level, after the count first fell
+  below it; the model gives no transfusions, so platelet engraftment is the
+  unsupported count's.
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ from engraft.kernel.census import lattice_census
 from engraft.lattice import EMPTY, GRAFT
 
 ORIGINS = ("host", "graft")
+#: time-series columns of the blood counts, with the config section each is read with
+COUNT_COLUMNS = {"anc": "anc_1e9_per_L", "lymphocytes": "lymphocytes_1e9_per_L",
+                 "platelets": "platelets_1e9_per_L", "hemoglobin": "hemoglobin_g_per_dL"}
+#: summary keys of the clinical read-outs (None where there are no blood counts or no event)
+CLINICAL_KEYS = ("neutrophil_engraftment_day", "neutrophil_engraftment_censored", "platelet_engraftment_day",
+                 "platelet_engraftment_censored", "days_anc_below_500", "days_platelets_below_20",
+                 "anc_nadir", "anc_nadir_day", "platelet_nadir", "platelet_nadir_day")
 #: window of the trailing mean that decides whether a level is held (days)
 THRESHOLD_WINDOW_DAYS = 28.0
 
@@ -44,11 +59,39 @@ class ReadoutSpec:
     threshold_iu_dl: float
     bleeding_at_15: float
     bleeding_reduction: float
+    #: (column, lineage index, count per body cell) of each blood count; empty without blood_counts
+    counts: tuple = ()
+    #: the ANC and platelet levels of engraftment (1e9/L) and the consecutive days it needs
+    neutrophil_level: float = 0.5
+    platelet_level: float = 20.0
+    engraftment_days: int = 3
+    #: day of the first conditioning dose (counts before it are not cytopenia); infusion day
+    conditioning_start_day: float = 0.0
+    infusion_day: float = 0.0
 
     @classmethod
     def from_experiment(cls, exp) -> ReadoutSpec:
         names = tuple(exp.type_names)
+        bc = exp.blood_counts
+        counts = ()
+        extra = {}
+        if bc is not None:
+            litres = bc.blood_volume_ml_per_kg * exp.patient.weight_kg / 1000.0
+            lineages = list(exp.lineage_names)
+            counts = tuple(
+                (column, lineages.index(getattr(bc, name).lineage),
+                 getattr(bc, name).blood_fraction * (bc.hemoglobin.hemoglobin_pg_per_cell * 1e-12 / (litres * 10.0)
+                                                    if name == "hemoglobin" else 1.0 / (litres * 1e9)))
+                for name, column in COUNT_COLUMNS.items())
+            extra = {"neutrophil_level": bc.neutrophil_engraftment_1e9_per_L,
+                     "platelet_level": bc.platelet_engraftment_1e9_per_L,
+                     "engraftment_days": bc.engraftment_days}
+        cond = exp.conditioning
         return cls(
+            counts=counts,
+            conditioning_start_day=cond.dose_days[0] if cond is not None else 0.0,
+            infusion_day=min((inf.day for inf in exp.infusions), default=0.0),
+            **extra,
             type_names=names,
             hsc_index=names.index(exp.hsc_type),
             lineage_names=tuple(exp.lineage_names),
@@ -145,6 +188,9 @@ def record_row(spec: ReadoutSpec, day: float, ctype: np.ndarray, flags: np.ndarr
 
     _lineage_readouts(row, spec, mature, baseline_mature)
 
+    for column, lin, per_cell in spec.counts:
+        row[column] = float(mature[lin, tally.CELLS]) * per_cell
+
     alive, shannon, top = diversity(clone_cells)
     row["clones_alive"] = alive
     row["hsc_clones_alive"] = int(np.count_nonzero(hsc_clone_cells))
@@ -221,26 +267,114 @@ def first_day_at_or_above(days: np.ndarray, levels: np.ndarray, threshold: float
     return float(np.asarray(days)[hit[0]]) if hit.size else float("nan")
 
 
-def recovery_day(days: np.ndarray, relative: np.ndarray, fraction: float) -> float:
-    """First recorded day after day 0 at which a lineage is back to ``fraction`` of baseline.
+@dataclass(frozen=True)
+class CountWatch:
+    """When a record's blood counts are low enough that the next record must be a day later."""
 
-    Counted from the nadir: the lineage must first have fallen below the
-    fraction (otherwise recovery is immediate, day 0).
+    anc_below: float
+    platelets_below: float
+
+    @classmethod
+    def from_experiment(cls, exp) -> CountWatch:
+        bc = exp.blood_counts
+        return cls(bc.daily_below_anc_1e9_per_L, bc.daily_below_platelets_1e9_per_L)
+
+    def low(self, row: dict) -> bool:
+        return (row.get("anc_1e9_per_L", np.inf) < self.anc_below
+                or row.get("platelets_1e9_per_L", np.inf) < self.platelets_below)
+
+
+def calendar_days(days: np.ndarray) -> np.ndarray:
+    """The calendar day of each record (records fall on whole steps; a day is [d, d + 1))."""
+    return np.floor(np.asarray(days, dtype=np.float64) + 1e-6)
+
+
+def daily_series(days: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One value per calendar day: the first record of each day (records sooner than daily are dropped)."""
+    cal = calendar_days(days)
+    first = np.concatenate([[True], cal[1:] != cal[:-1]]) if cal.size else np.zeros(0, dtype=bool)
+    return cal[first], np.asarray(counts, dtype=np.float64)[first]
+
+
+def _daily_runs(days: np.ndarray) -> np.ndarray:
+    """``gap[i]``: True where record i + 1 is on the calendar day after record i's."""
+    return np.diff(calendar_days(days)) == 1.0
+
+
+def engraftment_day(days: np.ndarray, counts: np.ndarray, level: float, consecutive: int,
+                    start_day: float = 0.0, infusion_day: float = 0.0) -> tuple[float | None, bool]:
+    """Engraftment: the first of ``consecutive`` daily counts at or above ``level``.
+
+    Counted among the records from ``start_day`` (the first conditioning
+    dose) on. Once a count has fallen below the level, engraftment is the
+    first day, on or after that fall and on or after ``infusion_day``, that
+    begins ``consecutive`` records one day apart, all at or above the level.
+    A count that never falls below the level engrafts on the first such
+    day on or after ``infusion_day``. Days are calendar days (the first record
+    of each). Returns ``(day, censored)``: ``(None,
+    True)`` when follow-up ends first (censored at the last record).
     """
-    days = np.asarray(days)
-    relative = np.asarray(relative)
-    after = days >= 0
-    d, r = days[after], relative[after]
-    if d.size == 0:
-        return float("nan")
-    below = np.flatnonzero(r < fraction)
-    if below.size == 0:
-        return float(d[0])
-    later = np.flatnonzero((r >= fraction) & (np.arange(r.size) > below[0]))
-    return float(d[later[0]]) if later.size else float("nan")
+    days, counts = daily_series(days, counts)
+    keep = days >= start_day - 1e-9
+    days, counts = days[keep], counts[keep]
+    if days.size == 0:
+        return None, True
+    ok = counts >= level
+    below = np.flatnonzero(~ok)
+    earliest = infusion_day if below.size == 0 else max(infusion_day, days[below[0]])
+    daily = _daily_runs(days)
+    for i in range(days.size - consecutive + 1):
+        if days[i] < earliest - 1e-9:
+            continue
+        if ok[i: i + consecutive].all() and daily[i: i + consecutive - 1].all():
+            return float(days[i]), False
+    return None, True
 
 
-def summarize(timeseries, spec: ReadoutSpec, recovery_lineage: str, recovery_fraction: float) -> dict:
+def days_below(days: np.ndarray, counts: np.ndarray, level: float, start_day: float = 0.0) -> int:
+    """Calendar days with a count below ``level`` from ``start_day`` on (records are daily while counts
+    are low; of records sooner than daily, the first of each day counts)."""
+    days, counts = daily_series(days, counts)
+    return int(np.count_nonzero((counts < level) & (days >= start_day - 1e-9)))
+
+
+def nadir(days: np.ndarray, counts: np.ndarray, start_day: float = 0.0) -> tuple[float | None, float | None]:
+    """The lowest count from ``start_day`` on and its (first) day."""
+    days = np.asarray(days, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    keep = (days >= start_day - 1e-9) & np.isfinite(counts)
+    if not keep.any():
+        return None, None
+    d, c = days[keep], counts[keep]
+    i = int(np.argmin(c))
+    return float(c[i]), float(d[i])
+
+
+def clinical_readouts(timeseries, spec: ReadoutSpec) -> dict:
+    """Engraftment days, cytopenia durations and nadirs (see :data:`CLINICAL_KEYS`)."""
+    out: dict = dict.fromkeys(CLINICAL_KEYS)
+    if not spec.counts or "anc_1e9_per_L" not in timeseries:
+        return out
+    days = timeseries["day"].to_numpy(dtype=np.float64)
+    start = spec.conditioning_start_day
+    for prefix, column, level, short in (
+            ("neutrophil", "anc_1e9_per_L", spec.neutrophil_level, "anc"),
+            ("platelet", "platelets_1e9_per_L", spec.platelet_level, "platelet")):
+        values = timeseries[column].to_numpy(dtype=np.float64)
+        day, censored = engraftment_day(days, values, level, spec.engraftment_days, start, spec.infusion_day)
+        out[f"{prefix}_engraftment_day"] = day
+        out[f"{prefix}_engraftment_censored"] = censored
+        low, low_day = nadir(days, values, start)
+        out[f"{short}_nadir"] = low
+        out[f"{short}_nadir_day"] = low_day
+    out["days_anc_below_500"] = days_below(days, timeseries["anc_1e9_per_L"].to_numpy(), spec.neutrophil_level,
+                                           start)
+    out["days_platelets_below_20"] = days_below(days, timeseries["platelets_1e9_per_L"].to_numpy(),
+                                                spec.platelet_level, start)
+    return out
+
+
+def summarize(timeseries, spec: ReadoutSpec) -> dict:
     """End-of-run summary from the time-series table (a pandas DataFrame)."""
     last = timeseries.iloc[-1]
     days = timeseries["day"].to_numpy()
@@ -261,12 +395,7 @@ def summarize(timeseries, spec: ReadoutSpec, recovery_lineage: str, recovery_fra
         "final_top_clone_share": float(last["top_clone_share"]),
         "final_joint_bleeds_per_year": float(last["joint_bleeds_per_year"]),
     }
-    rel = f"{recovery_lineage}_relative"
-    out["recovery_lineage"] = recovery_lineage
-    out["recovery_day"] = (
-        recovery_day(days, timeseries[rel].to_numpy(), recovery_fraction)
-        if rel in timeseries else float("nan")
-    )
+    out.update(clinical_readouts(timeseries, spec))
     for name in spec.lineage_names:
         out[f"final_{name}_chimerism"] = float(last[f"{name}_chimerism"])
     if "platelet_factor_iu_per_1e8" in timeseries:

@@ -170,6 +170,9 @@ class Timeline:
 
     Step k covers days (k dt, (k+1) dt]. An event on day e happens before
     step round(e / dt); a record on day r is taken after step round(r / dt) - 1.
+    The follow-up starts at ``start_step``: day 0, or the first conditioning
+    dose when a regimen starts before the infusion (negative days); burn-in
+    ends there.
     """
 
     dt: float
@@ -177,8 +180,11 @@ class Timeline:
     total_steps: int
     record_steps: tuple[int, ...]
     snapshot_steps: tuple[int, ...]
-    conditioning_step: int | None
+    conditioning_steps: tuple[int, ...]
     infusion_steps: tuple[int, ...]
+    start_step: int = 0
+    #: daily records while a record's counts are low (engraft.readouts.CountWatch); None: never
+    watch: object = None
     #: the records that also read the lattice (all of them unless time.lattice_record_interval_days)
     census_steps: tuple[int, ...] | None = None
 
@@ -187,37 +193,65 @@ class Timeline:
         t = exp.time
         dt = t.dt_days
         total = int(round(t.duration_days / dt))
+        cond = () if exp.conditioning is None else tuple(int(round(d / dt)) for d in exp.conditioning.dose_days)
+        start = min(0, *cond) if cond else 0
 
-        def steps_every(interval: float) -> tuple[int, ...]:
+        def steps_every(interval: float) -> set[int]:
             n = int(math.floor(t.duration_days / interval + 1e-9))
-            out = {int(round(j * interval / dt)) for j in range(n + 1)} | {0, total}
-            return tuple(sorted(s for s in out if 0 <= s <= total))
+            return {int(round(j * interval / dt)) for j in range(n + 1)} | {0, total}
 
-        snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else (0, total)
-        cond = None if exp.conditioning is None else int(round(exp.conditioning.day / dt))
+        snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else {0, total}
         records = steps_every(t.record_interval_days)
+        # daily from the first conditioning dose to day 0, and with blood counts to the end of
+        # the engraftment window (blood_counts.daily_records_until_day)
+        until_day = 0.0 if exp.blood_counts is None else exp.blood_counts.daily_records_until_day
+        first_day = math.ceil(start * dt - 1e-9)
+        # the first step at or after each whole day, so each record falls on its own calendar day
+        records |= {math.ceil(d / dt - 1e-9) for d in range(first_day, int(math.floor(until_day + 1e-9)) + 1)}
+        watch = None
+        if exp.blood_counts is not None:
+            from engraft.readouts import CountWatch
+
+            watch = CountWatch.from_experiment(exp)
+        record_steps = tuple(sorted(s for s in records if start <= s <= total))
         census = None
         if t.lattice_record_interval_days is not None:
             after = int(round(t.lattice_record_after_days / dt))
-            grid = set(steps_every(t.lattice_record_interval_days))
-            census = tuple(s for s in records if s <= after or s in grid or s == total)
+            grid = steps_every(t.lattice_record_interval_days)
+            census = tuple(s for s in record_steps if s <= after or s in grid or s == total)
         return cls(
             dt=dt,
             burn_in_steps=int(round(t.burn_in_days / dt)),
             total_steps=total,
-            record_steps=records,
+            record_steps=record_steps,
             census_steps=census,
-            snapshot_steps=snaps,
-            conditioning_step=cond,
+            snapshot_steps=tuple(sorted(s for s in snaps if 0 <= s <= total)),
+            conditioning_steps=cond,
             infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
+            start_step=start,
+            watch=watch,
         )
 
+    def next_day_step(self, step: int) -> int:
+        """The first step at or after the next whole day after ``step`` (daily records while counts are low)."""
+        return math.ceil((math.floor(step * self.dt + 1e-6) + 1) / self.dt - 1e-9)
+
+    @property
+    def first_step(self) -> int:
+        """The step burn-in starts at (its steps come before ``start_step``)."""
+        return self.start_step - self.burn_in_steps
+
+    @property
+    def steps_in_all(self) -> int:
+        """Burn-in and follow-up steps together."""
+        return self.total_steps - self.first_step
+
     def boundaries(self) -> list[int]:
-        """Steps at which control must come back to Python, ascending."""
-        events = set(self.record_steps) | set(self.snapshot_steps) | set(self.infusion_steps)
-        if self.conditioning_step is not None:
-            events.add(self.conditioning_step)
-        return sorted(s for s in events if 0 <= s <= self.total_steps)
+        """Steps at which control must come back to Python, ascending (without daily records
+        added while counts are low)."""
+        events = (set(self.record_steps) | set(self.snapshot_steps) | set(self.infusion_steps)
+                  | set(self.conditioning_steps))
+        return sorted(s for s in events if self.start_step <= s <= self.total_steps)
 
 
 def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
@@ -227,32 +261,51 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
     Both engines (the kernel :class:`Simulation` and the Mesa reference model)
     follow the same timeline through this one function, so an event or a
     record can never fall on different steps in the two. ``engine`` provides
-    ``advance(n)``, ``condition()``, ``infuse(i)``, ``record() -> dict``,
-    ``snapshot() -> dict`` and ``day``; ``position()`` is its step number.
-    At each boundary the events come first, then the record and snapshot of
-    the state they leave.
+    ``advance(n)``, ``condition()`` (one conditioning dose), ``infuse(i)``,
+    ``record() -> dict``, ``snapshot() -> dict`` and ``day``; ``position()``
+    is its step number. At each boundary the events come first, then the
+    record and snapshot of the state they leave. A record whose blood counts
+    are low (``timeline.watch``) adds a record one day later, so counts are
+    recorded daily while they are low, whatever the record interval.
 
     Returns the records (one dict each) and the snapshots stacked per array,
     with their ``day``.
     """
-    total = timeline.burn_in_steps + timeline.total_steps
+    import heapq
+
+    total = timeline.steps_in_all
     census = set(timeline.census_steps or ())
     rows, snaps, snap_days = [], [], []
-    for boundary in timeline.boundaries():
+    pending = timeline.boundaries()
+    heapq.heapify(pending)
+    records = set(timeline.record_steps)
+    done: set[int] = set()
+    while pending:
+        boundary = heapq.heappop(pending)
+        if boundary in done:
+            continue
+        done.add(boundary)
         while position() < boundary:
             engine.advance(boundary - position())
             if progress:
-                progress(timeline.burn_in_steps + position(), total)
-        if boundary == timeline.conditioning_step:
-            engine.condition()
+                progress(position() - timeline.first_step, total)
+        for step in timeline.conditioning_steps:
+            if step == boundary:
+                engine.condition()
         for i, step in enumerate(timeline.infusion_steps):
             if step == boundary:
                 engine.infuse(i)
-        if boundary in timeline.record_steps:
+        if boundary in records:
             if timeline.census_steps is None:
-                rows.append(engine.record())
+                row = engine.record()
             else:  # sparse lattice read-outs (kernel engine only; checked in the config)
-                rows.append(engine.record(census=boundary in census))
+                row = engine.record(census=boundary in census)
+            rows.append(row)
+            nxt = timeline.next_day_step(boundary)
+            if (timeline.watch is not None and nxt <= timeline.total_steps and nxt not in done
+                    and timeline.watch.low(row)):
+                records.add(nxt)
+                heapq.heappush(pending, nxt)
         if boundary in timeline.snapshot_steps:
             snaps.append(engine.snapshot())
             snap_days.append(engine.day)
@@ -329,13 +382,18 @@ class KernelTables:
 
 @dataclass
 class TallyTables:
-    """Maps per-type exit counts to whole-body lineage inflow; plasma constants."""
+    """Maps per-type exit counts to whole-body lineage inflow; the tally's step matrices."""
 
     exit_to_lineage: np.ndarray  # (n_types, n_lineages): body cells per exit
     tau: np.ndarray
     secretion: np.ndarray  # IU/day per expression unit, per lineage
     k: float
     volume_dl: float
+    residences: list  # per lineage: mean days in each chain compartment (maturation, storage, blood)
+    n_blood: np.ndarray  # per lineage: how many of them are in blood
+    phi: np.ndarray
+    gamma: np.ndarray
+    ek: float
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> TallyTables:
@@ -351,24 +409,50 @@ class TallyTables:
         tg = exp.transgene
         secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
                               else 0.0 for lin in lineages])
+        tau = np.array([exp.mature[lin].lifespan_days for lin in lineages])
+        k = math.log(2) / exp.pk.half_life_days
+        volume_dl = exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0
+        residences = []
+        n_blood = np.ones(len(lineages), dtype=np.int64)
+        for i, lin in enumerate(lineages):
+            m = exp.maturation.get(lin)
+            before = (tally.transit_times(m.stages, m.mean_transit_days, m.reserve_days)
+                      if m is not None else np.zeros(0))
+            n_blood[i] = 1 if m is None else m.blood_stages
+            residences.append(tally.lineage_residences(before, float(tau[i]), int(n_blood[i])))
+        dt = exp.time.dt_days
+        phi, gamma = tally.step_matrices(residences, n_blood, secretion / volume_dl, k, dt)
         return cls(
-            exit_to_lineage=exit_to_lineage,
-            tau=np.array([exp.mature[lin].lifespan_days for lin in lineages]),
-            secretion=secretion,
-            k=math.log(2) / exp.pk.half_life_days,
-            volume_dl=exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0,
+            exit_to_lineage=exit_to_lineage, tau=tau, secretion=secretion, k=k, volume_dl=volume_dl,
+            residences=residences, n_blood=n_blood, phi=phi, gamma=gamma, ek=math.exp(-k * dt),
         )
 
-    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> np.ndarray:
-        """Mature compartments at the steady state of the mean exit flux over the
+    @property
+    def n_chain(self) -> np.ndarray:
+        return np.array([r.size for r in self.residences], dtype=np.int64)
+
+    def empty_chain(self) -> np.ndarray:
+        """Chain compartments (n_lineages, max_chain, quantities), all zero."""
+        return np.zeros((len(self.residences), int(self.n_chain.max(initial=0)), N_EXIT_QUANTITIES))
+
+    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mature compartments (blood totals) and chain compartments at the steady state of the mean exit flux over the
         last EQUILIBRATION_WINDOW_DAYS of burn-in (both engines end burn-in with this)."""
         n = burn_in_exits.shape[0]
         window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / dt))))
-        return tally.steady_state(self.inflow(burn_in_exits[-window:], dt).mean(axis=0), self.tau)
+        mean_inflow = self.inflow(burn_in_exits[-window:], dt).mean(axis=0)
+        return (tally.steady_state(mean_inflow, self.tau),
+                tally.chain_steady_state(mean_inflow, self.residences))
 
     def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
         """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
         return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
+
+    def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
+                dt: float) -> None:
+        """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
+        tally.advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
+                      self.n_blood, self.ek)
 
 
 # ----------------------------------------------------------------------------------
@@ -436,11 +520,12 @@ class Simulation:
                                                   lat.boundary == "periodic", len(exp.type_names))
                           if kernel == "parallel" else None)
         self.mature = np.zeros((len(exp.lineage_names), N_EXIT_QUANTITIES))
+        self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
         self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
         self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
         self.next_clone = 1
-        self.step = -self.timeline.burn_in_steps
+        self.step = self.timeline.first_step
         self.baseline_mature: np.ndarray | None = None
         self._seed_host_hscs()
 
@@ -468,7 +553,7 @@ class Simulation:
         while done < n_steps:
             if self.kernel == "parallel":
                 k = parallel.run_steps(
-                    n_steps - done, self.step + self.timeline.burn_in_steps + done,
+                    n_steps - done, self.step - self.timeline.first_step + done,
                     np.uint64(parallel.counter_key(self.kstate)), exits[done:],
                     s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
                     self.counters,
@@ -490,9 +575,7 @@ class Simulation:
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)
-        tt = self.tally_tables
-        tally.advance(self.mature, self.conc, tt.inflow(exits, self.timeline.dt), self.timeline.dt,
-                      tt.tau, tt.secretion, tt.k, tt.volume_dl)
+        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.timeline.dt)
         self.step += n_steps
         return exits
 
@@ -501,16 +584,18 @@ class Simulation:
         the steady state of the mean exit flux over the last days of burn-in."""
         n = self.timeline.burn_in_steps
         if n > 0:
-            self.mature[:] = self.tally_tables.equilibrium(self.advance(n), self.timeline.dt)
-        self.step = 0
+            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(self.advance(n), self.timeline.dt)
+        self.step = self.timeline.start_step
         self.baseline_mature = self.mature.copy()
 
     def condition(self) -> int:
-        """Kill host cells (lattice and blood) with their type's myeloablation; return kills."""
+        """One conditioning dose: kill host cells (lattice and blood) with their type's kill
+        per dose (:meth:`ConditioningConfig.kill_per_dose`); return kills. Maturing and
+        mature cells (the tally) are spared."""
         cond = self.exp.conditioning
         if cond is None:
             return 0
-        kill_p = np.array([cond.myeloablation.get(name, 0.0) for name in self.exp.type_names])
+        kill_p = np.array([cond.kill_per_dose(name) for name in self.exp.type_names])
         s = self.state
         occupied = np.flatnonzero((s.ctype != EMPTY) & ((s.flags & GRAFT) == 0))
         killed = occupied[self.rng.random(occupied.size) < kill_p[s.ctype[occupied]]]
@@ -575,15 +660,13 @@ class Simulation:
 
         start = time.perf_counter()
         tl = self.timeline
-        total = tl.burn_in_steps + tl.total_steps
         self.burn_in()
         if progress:
-            progress(tl.burn_in_steps, total)
+            progress(tl.burn_in_steps, tl.steps_in_all)
         rows, snapshots = follow_timeline(self, tl, lambda: self.step, progress)
         timeseries = pd.DataFrame(rows)
         snapshots["niche"] = self.state.niche.copy()
-        r = self.exp.readouts
-        summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary = summarize(timeseries, self.spec)
         summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,

@@ -1,4 +1,4 @@
-"""The factor-output tally: mature compartments, plasma kinetics, clinical read-outs.
+"""The factor-output tally: maturation transit, mature compartments, plasma kinetics.
 
 Mature cells are not agents. Each lineage compartment holds, in whole-body
 cells, five quantities that all turn over with the lineage's mean lifespan
@@ -6,17 +6,26 @@ tau (exponential loss): cells, graft cells, transduced cells, vector copies,
 and *expression units* (vector copies of non-silenced cells after the VCN
 response, see :func:`expression_weights`).
 
-Within a step the inflow I of each quantity is constant (the step's exits,
-spread evenly over it), so each compartment follows
-``dM/dt = I - M / tau`` exactly::
+Between the lattice and the blood a lineage may pass through post-mitotic
+maturation (``maturation`` in the config): a chain of n transit compartments
+left at rate n / MTT each (Friberg et al., J Clin Oncol 2002), then an
+optional storage pool left at rate 1 / reserve. Its lifespan in blood is one
+exponential compartment, or an Erlang chain of ``blood_stages`` compartments
+(senescence); the lineage's blood total (``mature``) is the sum of its blood
+compartments. Every quantity flows through the same chain. With the plasma level C of a secreted transgene
+(``dC/dt = s E(t) / V - k C``, k = ln2 / t_half, E the expression units in
+blood, s the IU per day per unit), the whole tally is a linear system
+``dz/dt = A z + b I`` per lineage with I the lineage's inflow from the
+lattice. Within a step I is constant (the step's exits spread evenly over
+it), so one step is exactly::
 
-    M(t + dt) = M(t) exp(-dt / tau) + I tau (1 - exp(-dt / tau))
+    z(t + dt) = Phi z(t) + Gamma I,   Phi = exp(A dt),   Gamma = int_0^dt exp(A s) b ds
 
-Plasma factor (secreted transgene) follows one-compartment kinetics
-``dC/dt = s E(t) / V - k C`` with k = ln2 / t_half, E the expression units of
-the expressing lineages and s the IU per day per expression unit. With E
-itself relaxing exponentially within the step, C has a closed form too
-(:func:`advance`), so records are exact whatever their interval.
+:func:`step_matrices` computes Phi and Gamma once per run (a matrix
+exponential of the augmented matrix [[A, b], [0, 0]]); :func:`advance`
+applies them step by step, so records are exact whatever their interval.
+Without maturation a lineage is one compartment and this is the closed form
+``M(t + dt) = M(t) exp(-dt / tau) + I tau (1 - exp(-dt / tau))``.
 """
 
 from __future__ import annotations
@@ -83,49 +92,151 @@ def expression_weights(response: str, half_saturation: float | None) -> np.ndarr
     return vcn * (1.0 + k) / (vcn + k)
 
 
-@njit(**JIT)
-def _relax(m0, inflow, tau, dt):
-    decay = math.exp(-dt / tau)
-    return m0 * decay + inflow * tau * (1.0 - decay)
+def expm(a: np.ndarray) -> np.ndarray:
+    """Matrix exponential by scaling and squaring of a Taylor series.
+
+    For the small, well-conditioned matrices of the tally (a few dozen rows,
+    rates x dt of order one) the series to 30 terms after scaling the norm
+    below 1/2 is exact to rounding.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    norm = float(np.abs(a).sum(axis=1).max()) if a.size else 0.0
+    squarings = max(0, math.ceil(math.log2(norm)) + 1) if norm > 0.5 else 0
+    scaled = a / 2.0**squarings
+    out = np.eye(a.shape[0])
+    term = np.eye(a.shape[0])
+    for j in range(1, 31):
+        term = term @ scaled / j
+        out = out + term
+    for _ in range(squarings):
+        out = out @ out
+    return out
+
+
+def transit_times(stages: int, mean_transit_days: float, reserve_days: float) -> np.ndarray:
+    """Mean residence (days) in each compartment before the blood: the chain's stages, then the reserve."""
+    times = [mean_transit_days / stages] * stages if stages else []
+    if reserve_days > 0:
+        times.append(reserve_days)
+    return np.array(times, dtype=np.float64)
+
+
+def lineage_residences(before_blood: np.ndarray, lifespan_days: float, blood_stages: int) -> np.ndarray:
+    """Mean residence of every compartment of a lineage's chain: maturation, reserve, then blood.
+
+    The blood lifespan is one exponential compartment (``blood_stages`` 1:
+    random removal) or an Erlang chain of ``blood_stages`` compartments of
+    ``lifespan_days / blood_stages`` each (senescence: a lifespan with mean
+    ``lifespan_days`` and variance ``lifespan_days**2 / blood_stages``).
+    """
+    return np.concatenate([before_blood, np.full(blood_stages, lifespan_days / blood_stages)])
+
+
+def lineage_matrix(residence: np.ndarray, n_blood: int, secretion_per_dl: float, k: float) -> np.ndarray:
+    """The rate matrix A of one lineage: [chain compartments..., plasma share].
+
+    Compartment j is left at 1 / residence[j] into compartment j + 1; the
+    last one at 1 / residence[-1] (death in blood). The last ``n_blood``
+    compartments are the blood; the last row is the lineage's share of the
+    plasma level, fed at ``secretion_per_dl`` per expression unit in blood and
+    eliminated at k (per day).
+    """
+    m = residence.size
+    a = np.zeros((m + 1, m + 1))
+    for j in range(m):
+        a[j, j] = -1.0 / residence[j]
+        if j > 0:
+            a[j, j - 1] = 1.0 / residence[j - 1]
+    a[m, m - n_blood: m] = secretion_per_dl
+    a[m, m] = -k
+    return a
+
+
+def step_matrices(residences: list[np.ndarray], n_blood: np.ndarray, secretion_per_dl: np.ndarray, k: float,
+                  dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Phi and Gamma of every lineage for one step of dt days (see the module docstring).
+
+    ``residences[l]`` lists the mean residence of each compartment of lineage
+    l's chain (:func:`lineage_residences`), the last ``n_blood[l]`` of them in
+    blood. Returns ``phi`` (n_lineages, M, M) and ``gamma`` (n_lineages, M),
+    with M = the longest chain + 1: lineage l's state is
+    ``[chain[l, :m], plasma share]`` in rows ``0..m``; unused rows are zero.
+    """
+    n_lin = len(residences)
+    size = max((r.size for r in residences), default=0) + 1
+    phi = np.zeros((n_lin, size, size))
+    gamma = np.zeros((n_lin, size))
+    for lin, res in enumerate(residences):
+        a = lineage_matrix(res, int(n_blood[lin]), float(secretion_per_dl[lin]), k)
+        m = a.shape[0]
+        aug = np.zeros((m + 1, m + 1))
+        aug[:m, :m] = a
+        aug[0, m] = 1.0  # inflow from the lattice enters the first compartment
+        e = expm(aug * dt)
+        phi[lin, :m, :m] = e[:m, :m]
+        gamma[lin, :m] = e[:m, m]
+    return phi, gamma
 
 
 @njit(**JIT)
-def advance(mature, conc, inflow, dt, tau, secretion, k, volume_dl):
-    """Advance compartments and plasma over consecutive steps, exactly.
+def advance(mature, chain, conc, inflow, phi, gamma, n_chain, n_blood, ek):
+    """Advance every lineage's chain, its blood total and the plasma level over consecutive steps, exactly.
 
     Parameters
     ----------
-    mature : float64 (n_lineages, N_QUANTITIES), whole-body; updated in place.
+    mature : float64 (n_lineages, N_QUANTITIES), whole-body cells in blood (the
+        sum of the chain's blood compartments); updated in place.
+    chain : float64 (n_lineages, max_chain, N_QUANTITIES), the contents of each
+        compartment (maturation, storage, blood); updated in place.
     conc : float64[1], transgene plasma level in IU/dL; updated in place.
     inflow : float64 (n_steps, n_lineages, N_QUANTITIES), per day, each step.
-    dt : step in days.
-    tau : float64 (n_lineages,), mean lifespans in days.
-    secretion : float64 (n_lineages,), IU/day per expression unit (0 if not secreting).
-    k : plasma elimination rate, per day.
-    volume_dl : volume of distribution in dL.
+    phi, gamma : from :func:`step_matrices`.
+    n_chain, n_blood : int64 (n_lineages,), compartments in each chain and how many are blood.
+    ek : exp(-k dt), the plasma level's decay over one step.
     """
     n_steps, n_lin, n_q = inflow.shape
-    ek = math.exp(-k * dt)
+    size = phi.shape[1]
+    x = np.empty(size)
     for s in range(n_steps):
         c = conc[0] * ek
         for lin in range(n_lin):
-            e0 = mature[lin, EXPRESSION_UNITS]
+            m = n_chain[lin]
             for q in range(n_q):
-                mature[lin, q] = _relax(mature[lin, q], inflow[s, lin, q], tau[lin], dt)
-            if secretion[lin] > 0.0:
-                e_inf = inflow[s, lin, EXPRESSION_UNITS] * tau[lin]
-                r = 1.0 / tau[lin]
-                if abs(k - r) > 1e-12 * max(k, r):
-                    transient = (math.exp(-r * dt) - ek) / (k - r)
-                else:
-                    transient = dt * ek
-                c += secretion[lin] / volume_dl * (e_inf * (1.0 - ek) / k + (e0 - e_inf) * transient)
+                for j in range(m):
+                    x[j] = chain[lin, j, q]
+                b = inflow[s, lin, q]
+                total = 0.0
+                for i in range(m):  # the chain is lower triangular: row i reads 0..i
+                    v = gamma[lin, i] * b
+                    for j in range(i + 1):
+                        v += phi[lin, i, j] * x[j]
+                    chain[lin, i, q] = v
+                    if i >= m - n_blood[lin]:
+                        total += v
+                mature[lin, q] = total
+                if q == EXPRESSION_UNITS:
+                    v = gamma[lin, m] * b
+                    for j in range(m):
+                        v += phi[lin, m, j] * x[j]
+                    c += v
         conc[0] = c
 
 
 def steady_state(inflow_per_day: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """Compartment contents at steady state for a constant inflow: I tau."""
     return inflow_per_day * tau[:, None]
+
+
+def chain_steady_state(inflow_per_day: np.ndarray, residences: list[np.ndarray]) -> np.ndarray:
+    """Every chain compartment at steady state for a constant inflow: I x its residence time.
+
+    Returns (n_lineages, max_chain, N_QUANTITIES), zero beyond each lineage's chain.
+    """
+    size = max((r.size for r in residences), default=0)
+    out = np.zeros((len(residences), size, inflow_per_day.shape[1]))
+    for lin, res in enumerate(residences):
+        out[lin, : res.size] = res[:, None] * inflow_per_day[lin][None, :]
+    return out
 
 
 def plasma_steady_state(production_iu_per_day: float, half_life_days: float, volume_dl: float) -> float:

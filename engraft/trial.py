@@ -167,10 +167,11 @@ def patient_outcomes(timeseries, summary: dict, days: tuple, thresholds: tuple) 
         hit = neutrophil is not None and math.isfinite(float(neutrophil))
         out["neutrophil_engraftment_days"] = float(neutrophil) if hit else final
         out["neutrophil_engrafted"] = bool(hit)
-    recovery = summary.get("recovery_day")
-    hit = recovery is not None and math.isfinite(float(recovery))
-    out["myeloid_recovery_days"] = float(recovery) if hit else final
-    out["myeloid_recovered"] = bool(hit)
+    if "recovery_day" in summary:  # older models: myeloid recovery instead of clinical counts
+        recovery = summary["recovery_day"]
+        hit = recovery is not None and math.isfinite(float(recovery))
+        out["myeloid_recovery_days"] = float(recovery) if hit else final
+        out["myeloid_recovered"] = bool(hit)
     for key in ("final_top_clone_share", "final_hsc_chimerism", "final_clones_alive", "final_hsc_vcn"):
         if key in summary:
             out[key] = summary[key]
@@ -286,7 +287,9 @@ def analyze_cohort(out: str | os.PathLike) -> dict:
                         "present" if neutrophil_everywhere else "partial" if has_neutrophil else "absent"),
                     "arms": []}
     outcomes_for_noise = ["last_year_mean_factor_iu_dl", "year1_mean_factor_iu_dl",
-                          *[f"time_to_{t:g}_days" for t in thresholds], "myeloid_recovery_days"]
+                          *[f"time_to_{t:g}_days" for t in thresholds],
+                          "neutrophil_engraftment_days" if neutrophil_everywhere else "myeloid_recovery_days"]
+    outcomes_for_noise = [o for o in outcomes_for_noise if o in table]
     for arm in sorted(arm_names):
         rows = table[(table["arm"] == arm) & (table["replicate"] == 0)]
         n = int(len(rows))
@@ -307,8 +310,9 @@ def analyze_cohort(out: str | os.PathLike) -> dict:
             entry["kaplan_meier"]["neutrophil_engraftment"] = kaplan_meier(
                 rows["neutrophil_engraftment_days"], rows["neutrophil_engrafted"].astype(bool),
                 "neutrophil engraftment")
-        entry["kaplan_meier"]["myeloid_recovery"] = kaplan_meier(
-            rows["myeloid_recovery_days"], rows["myeloid_recovered"], "myeloid recovery")
+        if "myeloid_recovery_days" in rows and rows["myeloid_recovery_days"].notna().all():
+            entry["kaplan_meier"]["myeloid_recovery"] = kaplan_meier(
+                rows["myeloid_recovery_days"], rows["myeloid_recovered"].astype(bool), "myeloid recovery")
         for d in days:
             entry["milestones"].append({"day": d, **_quantiles(rows[f"level_day{d:g}"])})
         if "last_year_joint_bleeds_per_year" in rows:

@@ -53,7 +53,7 @@ def main(argv=None) -> None:
         print(f"  {name:<10} {inflow[lin]:>12.3g} {ref:>12.3g} {inflow[lin] / ref:>7.2f} {cells:>12.3g}")
     full = simulate(load_config(args.config), seed=args.seed).summary
     print(f"  transplant: factor {full['mean_factor_last_year_iu_dl']:.1f} IU/dL (mean of the last year), "
-          f"recovery day {full['recovery_day']}, HSC chimerism {full['final_hsc_chimerism']:.1%}")
+          f"neutrophil engraftment day {full['neutrophil_engraftment_day']}, HSC chimerism {full['final_hsc_chimerism']:.1%}")
 
 
 if __name__ == "__main__":

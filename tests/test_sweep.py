@@ -183,7 +183,9 @@ def test_same_results_in_process_local_processes_and_dask(tmp_path):
     agg = tables[2]
     assert len(agg) == N_RUNS and (agg["status"] == "done").all()
     expected = {"run_id", "infusions[0].dose_per_kg", "infusions[0].transduction", "infusions[0].vcn.mean",
-                "replicate", "seed", "status", "final_factor_iu_dl", "threshold_day", "recovery_day",
+                "replicate", "seed", "status", "final_factor_iu_dl", "threshold_day", "neutrophil_engraftment_day",
+                "neutrophil_engraftment_censored", "platelet_engraftment_day", "days_anc_below_500",
+                "days_platelets_below_20", "anc_nadir", "platelet_nadir_day",
                 "final_hsc_chimerism", "final_clones_alive", "final_severity", "final_joint_bleeds_per_year"}
     assert expected <= set(agg.columns)
     assert agg["infusions[0].dose_per_kg"].dtype == np.float64

@@ -17,6 +17,16 @@ def one_lineage(tau=1.0, secretion=1e-9):
     return np.array([tau]), np.array([secretion])
 
 
+def advance_plain(mature, conc, inflow, dt, tau, secretion, k, volume_dl):
+    """The tally without maturation: one blood compartment per lineage, exponential lifespan."""
+    residences = [tally.lineage_residences(np.zeros(0), float(t), 1) for t in tau]
+    n_blood = np.ones(len(tau), dtype=np.int64)
+    phi, gamma = tally.step_matrices(residences, n_blood, np.asarray(secretion) / volume_dl, k, dt)
+    chain = mature[:, None, :].copy()
+    tally.advance(mature, chain, conc, inflow, phi, gamma, np.ones(len(tau), dtype=np.int64), n_blood,
+                  math.exp(-k * dt))
+
+
 def test_level_halves_in_one_half_life_without_production():
     half_life, volume = 0.5, 31.5
     k = math.log(2) / half_life
@@ -25,7 +35,7 @@ def test_level_halves_in_one_half_life_without_production():
     tau, sec = one_lineage()
     steps = 10
     dt = half_life / steps
-    tally.advance(mature, conc, np.zeros((steps, 1, N_Q)), dt, tau, sec, k, volume)
+    advance_plain(mature, conc, np.zeros((steps, 1, N_Q)), dt, tau, sec, k, volume)
     assert conc[0] == pytest.approx(20.0, rel=1e-12)
 
 
@@ -40,7 +50,7 @@ def test_constant_production_settles_at_p_over_v_k():
     inflow = np.zeros((400, 1, N_Q))
     inflow[:, 0, tally.EXPRESSION_UNITS] = units / tau_days  # keeps the compartment at I tau
     conc = np.array([0.0])
-    tally.advance(mature, conc, inflow, 0.05, np.array([tau_days]), np.array([secretion]), k, volume)
+    advance_plain(mature, conc, inflow, 0.05, np.array([tau_days]), np.array([secretion]), k, volume)
     expected = tally.plasma_steady_state(production, half_life, volume)
     assert expected == pytest.approx(production / (volume * k))
     # 20 days = 40 half-lives: the transient is gone
@@ -58,7 +68,7 @@ def test_approach_has_time_constant_one_over_k():
     inflow[:, 0, tally.EXPRESSION_UNITS] = units  # tau = 1: steady
     conc = np.array([0.0])
     t = 1.0 / k
-    tally.advance(mature, conc, inflow, t, np.array([1.0]), np.array([secretion]), k, volume)
+    advance_plain(mature, conc, inflow, t, np.array([1.0]), np.array([secretion]), k, volume)
     c_inf = units * secretion / (volume * k)
     assert conc[0] == pytest.approx(c_inf * (1 - math.exp(-1)), rel=1e-12)
 
@@ -74,7 +84,7 @@ def test_exact_solution_matches_numeric_ode(tau):
     inflow[:, 0, :] = inflows[:, None]
     mature = np.full((1, N_Q), 5e10)
     conc = np.array([3.0])
-    tally.advance(mature, conc, inflow, dt, np.array([tau]), np.array([secretion]), k, volume)
+    advance_plain(mature, conc, inflow, dt, np.array([tau]), np.array([secretion]), k, volume)
 
     def rhs(t, y):
         i = min(int(t / dt), steps - 1)
@@ -92,7 +102,7 @@ def test_compartment_turnover_is_exponential():
     mature = np.full((1, N_Q), 1000.0)
     conc = np.zeros(1)
     tau = 8.5
-    tally.advance(mature, conc, np.zeros((17, 1, N_Q)), 0.5, np.array([tau]), np.zeros(1), 1.0, 1.0)
+    advance_plain(mature, conc, np.zeros((17, 1, N_Q)), 0.5, np.array([tau]), np.zeros(1), 1.0, 1.0)
     assert mature[0, 0] == pytest.approx(1000.0 * math.exp(-8.5 / tau), rel=1e-12)
 
 

@@ -50,26 +50,45 @@ def progress_bar(enabled: bool):
     return update, bar
 
 
+def blood_count_lines(summary: dict) -> list[str]:
+    """The engraftment days, cytopenia durations and nadirs, one line per lineage (none without counts)."""
+    if summary.get("anc_nadir") is None:
+        return []
+
+    def engrafted(prefix: str, level: str) -> str:
+        day = summary[f"{prefix}_engraftment_day"]
+        if day is None:
+            return f"not engrafted by day {summary['final_day']:g} (censored)"
+        return f"engrafted day {day:g} (3 days {level})"
+
+    return [
+        f"neutrophils    {engrafted('neutrophil', 'ANC >= 0.5e9/L')}; ANC < 0.5e9/L for "
+        f"{summary['days_anc_below_500']} days, nadir {summary['anc_nadir']:.2g}e9/L on day "
+        f"{summary['anc_nadir_day']:g}",
+        f"platelets      {engrafted('platelet', '>= 20e9/L')}; < 20e9/L for "
+        f"{summary['days_platelets_below_20']} days, nadir {summary['platelet_nadir']:.2g}e9/L on day "
+        f"{summary['platelet_nadir_day']:g} (no transfusions modelled)",
+    ]
+
+
 def format_summary(summary: dict, out: Path) -> str:
     def never(value) -> bool:
         return value is None or (isinstance(value, float) and math.isnan(value))
 
     threshold = summary["threshold_iu_dl"]
     held = summary["threshold_day"]
-    recovery = summary["recovery_day"]
     lines = [
         f"factor level   {summary['final_factor_iu_dl']:.1f} IU/dL at day {summary['final_day']:g} "
         f"({summary['final_severity']}); {summary['mean_factor_last_year_iu_dl']:.1f} mean over the last year",
         f"threshold      {threshold:g} IU/dL " + ("not reached and held" if never(held)
                                                   else f"reached and held from day {held:g}"),
-        f"recovery       {summary['recovery_lineage']} " + ("not recovered" if never(recovery)
-                                                           else f"recovered by day {recovery:g}"),
         f"chimerism      HSC {summary['final_hsc_chimerism']:.1%}, VCN {summary['final_hsc_vcn']:.2f} per HSC",
         f"clones         {summary['final_clones_alive']} alive, Shannon {summary['final_shannon_diversity']:.2f}, "
         f"largest {summary['final_top_clone_share']:.1%} "
         + ("(body-equivalent)" if summary.get("clone_readouts_body_equivalent", True) else "(of the lattice sample)"),
         f"bleeding       about {summary['final_joint_bleeds_per_year']:.2f} joint bleeds a year",
     ]
+    lines[2:2] = blood_count_lines(summary)
     if "final_platelet_factor_iu_per_1e8" in summary:
         lines.insert(1, f"platelet FVIII {summary['final_platelet_factor_iu_per_1e8'] * 1000:.2f} mU per 1e8 "
                         "platelets (stored; not in plasma)")

@@ -247,6 +247,86 @@ class MatureConfig(Section):
     lifespan_days: PositiveFloat = Field(..., description="mean lifespan (exponential turnover)")
 
 
+class MaturationConfig(Section):
+    """Post-mitotic maturation of one lineage between the lattice and the blood.
+
+    The semi-mechanistic form of Friberg et al. (J Clin Oncol 2002): a chain
+    of ``stages`` transit compartments, each left at rate
+    ``stages / mean_transit_days``, so that a cohort leaving the lattice
+    reaches the end of the chain after an Erlang (gamma) delay with mean
+    ``mean_transit_days`` and variance ``mean_transit_days**2 / stages``.
+    An optional storage pool (``reserve_days`` > 0: the marrow's reserve of
+    mature neutrophils, for instance) then releases cells into the blood at
+    rate ``1 / reserve_days``. Maturing and stored cells are post-mitotic:
+    conditioning spares them. ``blood_stages`` > 1 makes the lifespan in
+    blood senescent (Erlang with the lineage's mean lifespan) instead of
+    exponential.
+    """
+
+    stages: int = Field(..., ge=1, le=50, description="transit compartments in the chain")
+    mean_transit_days: PositiveFloat = Field(
+        ..., description="mean time through the whole chain, days (each stage: mean_transit_days / stages)")
+    reserve_days: NonNegativeFloat = Field(
+        0.0, description="mean residence in a storage pool after the chain, days (0: no storage pool)")
+    blood_stages: int = Field(
+        1, ge=1, le=50, description="stages of the lifespan in blood (1: random removal, exponential; "
+        "more: senescence, an Erlang lifespan with mean mature.<lineage>.lifespan_days)")
+
+
+class CountConfig(Section):
+    """One blood count: which compartment it reads and how much of it circulates."""
+
+    lineage: str = Field(..., description="mature compartment the count is read from")
+    blood_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        ..., description="fraction of that compartment's cells counted in circulating blood")
+
+
+class HemoglobinConfig(CountConfig):
+    """Hemoglobin from red cells: cells in blood x mean cell hemoglobin / blood volume."""
+
+    hemoglobin_pg_per_cell: PositiveFloat = Field(..., description="mean corpuscular hemoglobin (MCH), pg")
+
+
+class BloodCountsConfig(Section):
+    """Blood counts in clinical units and the engraftment definitions read from them.
+
+    A count is ``cells x blood_fraction / blood volume`` (1e9/L); hemoglobin
+    is ``red cells x blood_fraction x MCH / blood volume`` (g/dL). Records
+    are daily from the first conditioning day to ``daily_records_until_day``
+    and, after it, whenever a record shows the ANC or the platelets below
+    their ``daily_below`` level, so that durations and engraftment days are
+    counted on daily values whatever ``time.record_interval_days`` says.
+    """
+
+    blood_volume_ml_per_kg: PositiveFloat = Field(..., description="total blood volume, mL per kg body weight")
+    anc: CountConfig = Field(..., description="absolute neutrophil count (1e9/L)")
+    lymphocytes: CountConfig = Field(..., description="lymphocyte count (1e9/L)")
+    platelets: CountConfig = Field(..., description="platelet count (1e9/L)")
+    hemoglobin: HemoglobinConfig = Field(..., description="hemoglobin (g/dL)")
+    neutrophil_engraftment_1e9_per_L: PositiveFloat = Field(
+        0.5, description="ANC at or above which a day counts towards neutrophil engraftment")
+    platelet_engraftment_1e9_per_L: PositiveFloat = Field(
+        20.0, description="platelet count at or above which a day counts towards platelet engraftment")
+    engraftment_days: int = Field(3, ge=1, le=30, description="consecutive days at or above the level")
+    daily_records_until_day: NonNegativeFloat = Field(
+        42.0, description="records are daily from the first conditioning day to this day")
+    daily_below_anc_1e9_per_L: PositiveFloat = Field(
+        1.5, description="after that, records are daily while the ANC is below this")
+    daily_below_platelets_1e9_per_L: PositiveFloat = Field(
+        150.0, description="after that, records are daily while the platelets are below this")
+
+    @model_validator(mode="after")
+    def _levels(self) -> BloodCountsConfig:
+        if self.daily_below_anc_1e9_per_L < self.neutrophil_engraftment_1e9_per_L:
+            raise ValueError(f"daily_below_anc_1e9_per_L: must be >= neutrophil_engraftment_1e9_per_L "
+                             f"({self.neutrophil_engraftment_1e9_per_L:g}), got {self.daily_below_anc_1e9_per_L:g}")
+        if self.daily_below_platelets_1e9_per_L < self.platelet_engraftment_1e9_per_L:
+            raise ValueError(f"daily_below_platelets_1e9_per_L: must be >= platelet_engraftment_1e9_per_L "
+                             f"({self.platelet_engraftment_1e9_per_L:g}), got "
+                             f"{self.daily_below_platelets_1e9_per_L:g}")
+        return self
+
+
 class CirculationConfig(Section):
     """Blood circulation and homing (model section 4)."""
 
@@ -261,12 +341,48 @@ class CirculationConfig(Section):
 
 
 class ConditioningConfig(Section):
-    """Busulfan conditioning (model section 5)."""
+    """Busulfan conditioning (model section 5): one day, or a regimen of several doses.
 
-    day: float = Field(0.0, description="day of conditioning (0: the transplant day)")
+    With ``day`` (one dose), each host cell on the lattice or in the blood is
+    killed with its type's ``myeloablation``. With ``days`` (a regimen, e.g.
+    busulfan on days -6 to -3), ``myeloablation`` is the kill of the whole
+    course, split into equal fractional kills per dose: a cell present
+    throughout survives each of the n doses with probability
+    ``(1 - myeloablation) ** (1 / n)``. Cells in maturation transit, in a
+    storage pool and in the mature compartments are post-mitotic and spared.
+    """
+
+    day: float | None = Field(None, description="day of a single conditioning dose (default 0, the transplant day)")
+    days: list[float] | None = Field(
+        None, min_length=1, max_length=30,
+        description="days of the doses of a regimen (ascending, e.g. [-6, -5, -4, -3]); instead of day")
     myeloablation: dict[str, Probability] = Field(
-        ..., description="per cell type: probability that a host cell is killed"
+        ..., description="per cell type: probability that a host cell is killed (by the whole course)"
     )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ConditioningConfig:
+        if self.day is not None and self.days is not None:
+            raise ValueError("days: give either day (one dose) or days (a regimen), not both")
+        if self.days is not None:
+            if any(not math.isfinite(d) for d in self.days):
+                raise ValueError(f"days: must be finite, got {self.days}")
+            if list(self.days) != sorted(set(self.days)):
+                raise ValueError(f"days: must be ascending without repeats, got {self.days}")
+        return self
+
+    @property
+    def dose_days(self) -> list[float]:
+        """The days of the doses, ascending."""
+        if self.days is not None:
+            return list(self.days)
+        return [0.0 if self.day is None else float(self.day)]
+
+    def kill_per_dose(self, cell_type: str) -> float:
+        """Probability that one dose kills a host cell of ``cell_type``."""
+        total = self.myeloablation.get(cell_type, 0.0)
+        n = len(self.dose_days)
+        return total if n == 1 else 1.0 - (1.0 - total) ** (1.0 / n)
 
 
 class VCNConfig(Section):
@@ -380,10 +496,6 @@ class PatientConfig(Section):
 
 class ReadoutConfig(Section):
     threshold_iu_dl: PositiveFloat = Field(..., description="therapeutic target level")
-    recovery_lineage: str = Field(..., description="lineage whose recovery marks engraftment")
-    recovery_fraction: Probability = Field(
-        ..., description="recovered when the lineage regains this fraction of its pre-conditioning size"
-    )
     bleeding: BleedingConfig
 
 
@@ -405,6 +517,10 @@ class Experiment(Section):
     time: TimeConfig
     cell_types: dict[str, CellTypeConfig] = Field(..., min_length=2)
     mature: dict[str, MatureConfig] = Field(..., min_length=1)
+    maturation: dict[str, MaturationConfig] = Field(
+        default_factory=dict, description="per lineage: post-mitotic transit before the blood (none: immediate)")
+    blood_counts: BloodCountsConfig | None = Field(
+        None, description="blood counts in clinical units and engraftment read-outs (none: not reported)")
     circulation: CirculationConfig
     conditioning: ConditioningConfig | None = None
     infusions: list[InfusionConfig] = Field(default_factory=list)
@@ -502,9 +618,22 @@ def check_experiment(exp: Experiment) -> None:
     if exp.transgene.mode == "platelet_stored" and len(exp.transgene.lineages) != 1:
         raise ScopedError("transgene.lineages", exp.transgene.lineages,
                           "platelet_stored expression names exactly one (platelet) lineage")
-    if exp.readouts.recovery_lineage not in exp.mature:
-        raise ScopedError("readouts.recovery_lineage", exp.readouts.recovery_lineage,
-                          f"must name a mature compartment, one of {exp.lineage_names}")
+    for lin in exp.maturation:
+        if lin not in exp.mature:
+            raise ScopedError(f"maturation.{lin}", lin, f"must name a mature compartment, one of {exp.lineage_names}")
+    if exp.blood_counts is not None:
+        for count in ("anc", "lymphocytes", "platelets", "hemoglobin"):
+            lin = getattr(exp.blood_counts, count).lineage
+            if lin not in exp.mature:
+                raise ScopedError(f"blood_counts.{count}.lineage", lin,
+                                  f"must name a mature compartment, one of {exp.lineage_names}")
+    if exp.conditioning is not None:
+        days = exp.conditioning.dose_days
+        if days[0] < -exp.time.burn_in_days or days[-1] > exp.time.duration_days:
+            key = "conditioning.days" if exp.conditioning.days is not None else "conditioning.day"
+            raise ScopedError(key, days if exp.conditioning.days is not None else days[0],
+                              f"must lie within [-time.burn_in_days={-exp.time.burn_in_days:g}, "
+                              f"time.duration_days={exp.time.duration_days:g}]")
     t = exp.time
     if t.record_interval_days < t.dt_days:
         raise ScopedError("time.record_interval_days", t.record_interval_days,

@@ -172,6 +172,11 @@ def engraftment_days_figure(table, trial: dict):
     column, event = (("neutrophil_engraftment_days", "neutrophil_engrafted") if neutrophil
                      else ("myeloid_recovery_days", "myeloid_recovered"))
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    if column not in table or event not in table:  # runs without blood counts or recovery read-out
+        ax.text(0.5, 0.5, "no engraftment read-out in these runs", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
     main = table[table["replicate"] == 0]
     values = main.loc[main[event].astype(bool), column]
     bins = np.arange(math.floor(values.min()) - 0.5, math.ceil(values.max()) + 1.5) if len(values) else 10

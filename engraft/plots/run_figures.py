@@ -47,7 +47,7 @@ from engraft.readouts import THRESHOLD_WINDOW_DAYS, rolling_mean
 MULLER_CLONES = 18
 #: most lattice snapshots in one snapshot figure
 MAX_SNAPSHOT_PANELS = 6
-RUN_FIGURES = ("factor_level", "chimerism", "lineage_origin", "vcn", "clonal_dynamics",
+RUN_FIGURES = ("factor_level", "blood_counts", "chimerism", "lineage_origin", "vcn", "clonal_dynamics",
                "lattice_type", "lattice_origin", "lattice_clone")
 
 
@@ -109,6 +109,20 @@ def factor_level_figure(run) -> Figure:
             ax.set_ylabel("platelet FVIII (IU per 10^8 platelets)")
             ax.set_xlabel(DAY_LABEL)
             ax.legend(loc="lower right")
+    return fig
+
+
+def blood_counts_figure(run) -> Figure:
+    """ANC and platelets (log axis, 1e9/L) with the engraftment levels and days marked; hemoglobin.
+
+    The first 100 days after infusion (the regimen's days before it included).
+    """
+    from engraft.plots.summary import draw_blood_counts
+
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(7.0, 4.2), constrained_layout=True)
+        draw_blood_counts(ax, run.timeseries, run.summary)
+        ax.set_title(_title(run, "blood counts"))
     return fig
 
 
@@ -328,9 +342,11 @@ def lattice_figure(run, by: str = "type", indices: Sequence[int] | None = None) 
 
 
 def run_figures(run, lattice_by: Sequence[str] = ("type", "origin", "clone")) -> dict[str, Figure]:
-    """Every figure of a run, by file name (see :data:`RUN_FIGURES`)."""
-    figures = {
-        "factor_level": factor_level_figure(run),
+    """Every figure of a run, by file name (see :data:`RUN_FIGURES`; blood counts only with counts)."""
+    figures = {"factor_level": factor_level_figure(run)}
+    if "anc_1e9_per_L" in run.timeseries:
+        figures["blood_counts"] = blood_counts_figure(run)
+    figures |= {
         "chimerism": chimerism_figure(run),
         "lineage_origin": lineage_origin_figure(run),
         "vcn": vcn_figure(run),

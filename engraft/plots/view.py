@@ -167,14 +167,14 @@ class MarrowView(mesa.Model):
         self.threshold_iu_dl = float(self.exp.readouts.threshold_iu_dl)
         self.duration_days = float(self.exp.time.duration_days)
         self.marrow.burn_in()
-        self.step_index = 0  # kernel steps since day 0
+        self.step_index = self.timeline.start_step  # kernel steps since day 0 (negative: conditioning first)
         self.records: list[dict] = []
         self.datacollector = mesa.DataCollector(model_reporters={
             "day": lambda m: m.day,
             "factor_iu_dl": lambda m: m.latest("factor_iu_dl"),
             "hsc_chimerism": lambda m: m.latest("hsc_chimerism"),
         })
-        self._events_at(0)
+        self._events_at(self.step_index)
         self._record()
         self.running = True
 
@@ -184,8 +184,9 @@ class MarrowView(mesa.Model):
         return self.step_index * self.timeline.dt
 
     def _events_at(self, step: int) -> None:
-        if step == self.timeline.conditioning_step:
-            self.marrow.condition()
+        for s in self.timeline.conditioning_steps:
+            if s == step:
+                self.marrow.condition()
         for i, s in enumerate(self.timeline.infusion_steps):
             if s == step:
                 self.marrow.infuse(i)
@@ -201,8 +202,8 @@ class MarrowView(mesa.Model):
     def step(self) -> None:
         """Advance ``days_per_step`` days (events on their days), then record."""
         target = min(self.step_index + self.steps_per_view_step, self.timeline.total_steps)
-        events = sorted({s for s in (self.timeline.conditioning_step, *self.timeline.infusion_steps)
-                         if s is not None and self.step_index < s <= target})
+        events = sorted({s for s in (*self.timeline.conditioning_steps, *self.timeline.infusion_steps)
+                         if self.step_index < s <= target})
         for s in [*events, target]:
             if s > self.step_index:
                 self.marrow.advance(s - self.step_index)

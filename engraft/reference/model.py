@@ -128,7 +128,7 @@ def reference_cost(exp: Experiment) -> ReferenceCost:
     """
     tl = Timeline.from_experiment(exp)
     sites = exp.lattice.n_sites
-    steps = tl.burn_in_steps + tl.total_steps
+    steps = tl.steps_in_all
     agent_steps = float(sites) * steps
     return ReferenceCost(sites=sites, steps=steps, agent_steps=agent_steps,
                          memory_bytes=float(sites) * BYTES_PER_SITE,
@@ -203,12 +203,13 @@ class ReferenceModel(mesa.Model):
         self.blood: list[MarrowCell] = []
         self.step_exits = np.zeros((len(self.type_names), tally.N_QUANTITIES))
         self.mature = np.zeros((len(exp.lineage_names), tally.N_QUANTITIES))
+        self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
         self.baseline_mature: np.ndarray | None = None
         self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
         self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
         self.next_clone = 1
-        self.step_index = -self.timeline.burn_in_steps  # step 0 starts at day 0
+        self.step_index = self.timeline.first_step  # step 0 starts at day 0
         self.datacollector = mesa.DataCollector(model_reporters={"readouts": _readout_row})
         self._seed_host_hscs()
 
@@ -360,9 +361,7 @@ class ReferenceModel(mesa.Model):
         for s in range(n_steps):
             self.step()
             exits[s] = self.step_exits
-        tt = self.tally_tables
-        tally.advance(self.mature, self.conc, tt.inflow(exits, self.dt), self.dt,
-                      tt.tau, tt.secretion, tt.k, tt.volume_dl)
+        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.dt)
         self.step_index += n_steps
         return exits
 
@@ -381,16 +380,17 @@ class ReferenceModel(mesa.Model):
                 done += k
                 if progress:
                     progress(done, total_steps)
-            self.mature[:] = self.tally_tables.equilibrium(np.concatenate(chunks), self.dt)
-        self.step_index = 0
+            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(np.concatenate(chunks), self.dt)
+        self.step_index = self.timeline.start_step
         self.baseline_mature = self.mature.copy()
 
     def condition(self) -> int:
-        """Kill host cells (marrow and blood) with their type's myeloablation; return kills."""
+        """One conditioning dose: kill host cells (marrow and blood) with their type's kill per
+        dose (as :meth:`engraft.simulation.Simulation.condition`); return kills."""
         cond = self.exp.conditioning
         if cond is None:
             return 0
-        kill_p = [cond.myeloablation.get(name, 0.0) for name in self.type_names]
+        kill_p = [cond.kill_per_dose(name) for name in self.type_names]
         in_marrow = [site.agents[0] for site in self.sites if not site.is_empty]
         killed = 0
         for cell in in_marrow:
@@ -482,7 +482,7 @@ class ReferenceModel(mesa.Model):
 
         start = time.perf_counter()
         tl = self.timeline
-        total = tl.burn_in_steps + tl.total_steps
+        total = tl.steps_in_all
         self.burn_in(progress, total)
         if progress:
             progress(tl.burn_in_steps, total)
@@ -490,8 +490,7 @@ class ReferenceModel(mesa.Model):
         _, snapshots = follow_timeline(self, tl, lambda: self.step_index, progress)
         timeseries = pd.DataFrame(self.datacollector.model_vars["readouts"])
         snapshots["niche"] = self.niche.copy()
-        r = self.exp.readouts
-        summary = summarize(timeseries, self.spec, r.recovery_lineage, r.recovery_fraction)
+        summary = summarize(timeseries, self.spec)
         summary.update(scale_notes(self.exp))
         return Result(
             config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,

@@ -6,7 +6,8 @@ swept key path (``infusions[0].dose_per_kg``, ...), ``replicate``, ``seed``,
 again on resume) or ``missing``), ``error`` (failed and damaged runs),
 ``wall_seconds`` and every summary read-out of :func:`engraft.readouts.summarize`
 (``final_factor_iu_dl``, ``final_severity``, ``threshold_day``,
-``recovery_day``, ``final_hsc_chimerism``, ``final_clones_alive``,
+``neutrophil_engraftment_day``, ``platelet_engraftment_day``, ``days_anc_below_500``,
+``days_platelets_below_20``, ``anc_nadir``, ..., ``final_hsc_chimerism``, ``final_clones_alive``,
 ``final_joint_bleeds_per_year``, ...). Run ids, parameters and seeds come
 from ``sweep.json``; read-outs from each run's ``summary.json``, so the table
 can always be rebuilt (``engraft collect SWEEP_DIR``).
