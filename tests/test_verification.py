@@ -141,7 +141,7 @@ def test_a_failing_case_exits_1_and_prints_its_command(tmp_path, capsys):
 # every case family fails under a deliberate fault
 # ----------------------------------------------------------------------------------
 FAST_FAULTS = [("plasma_kinetics", "half_life"), ("setup", "kill_fraction"), ("setup", "rounding"),
-               ("setup", "vcn_mean")]
+               ("setup", "vcn_mean"), ("maturation", "transit_stages")]
 SLOW_FAULTS = [("neutral_competition", "graft_division"), ("steady_state", "mpp_apoptosis"),
                ("time_step", "fixed_dt"), ("resolution", "fixed_scale"), ("sequential_vs_parallel", "self_renewal"),
                ("kernel_vs_mesa", "self_renewal"), ("fixation", "egress_rate")]

@@ -37,28 +37,31 @@ def curves(params: dict, seeds: tuple[int, ...], fault: str | None) -> dict:
     half_life = exp.pk.half_life_days * (1.05 if fault == "half_life" else 1.0)
     k = math.log(2) / half_life
     dt = params["dt"]
+    # the tally's own step matrices at this dt (its maturation chains and blood stages included)
+    phi, gamma = tally.step_matrices(tt.residences, tt.n_blood, tt.secretion / tt.volume_dl, k, dt)
+    ek = math.exp(-k * dt)
     n_lin = tt.tau.size
-    # production: 1e9 expression units in the compartment, held there by its steady inflow
+    # production: 1e9 expression units in blood, held there by the steady state of a constant inflow
     units = 1e9
     inflow = np.zeros((1, n_lin, tally.N_QUANTITIES))
     inflow[0, lin, tally.EXPRESSION_UNITS] = units / tt.tau[lin]
-    mature = np.zeros((n_lin, tally.N_QUANTITIES))
-    mature[lin, tally.EXPRESSION_UNITS] = units
+    chain = tally.chain_steady_state(inflow[0], tt.residences)
+    mature = tally.steady_state(inflow[0], tt.tau)
     conc = np.zeros(1)
     t_half = exp.pk.half_life_days
-    horizon = 20 * t_half
-    n_steps = int(round(horizon / dt))
+    n_steps = int(round(20 * t_half / dt))
     on = [0.0]
     for _ in range(n_steps):
-        tally.advance(mature, conc, inflow, dt, tt.tau, tt.secretion, k, tt.volume_dl)
+        tally.advance(mature, chain, conc, inflow, phi, gamma, tt.n_chain, tt.n_blood, ek)
         on.append(float(conc[0]))
     plateau = on[-1]
-    # switched off: no expressing cells, no inflow
+    # switched off: no expressing cells anywhere, no inflow
     mature[:] = 0.0
+    chain[:] = 0.0
     off = [plateau]
     zero = np.zeros_like(inflow)
     for _ in range(int(round(4 * t_half / dt))):
-        tally.advance(mature, conc, zero, dt, tt.tau, tt.secretion, k, tt.volume_dl)
+        tally.advance(mature, chain, conc, zero, phi, gamma, tt.n_chain, tt.n_blood, ek)
         off.append(float(conc[0]))
     return {"config": params["config"], "dt": dt, "on": on, "off": off, "t_half": t_half,
             "production_iu_per_day": float(tt.secretion[lin] * units), "volume_dl": float(tt.volume_dl),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engraft.verification.core import Case
 from engraft.verification.engines import KernelVsMesa, SequentialVsParallel
 from engraft.verification.fixation import Fixation
+from engraft.verification.maturation import Maturation
 from engraft.verification.neutral import NeutralCompetition
 from engraft.verification.plasma import PlasmaKinetics
 from engraft.verification.resolution import Resolution
@@ -22,4 +23,5 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Resolution(),
     TimeStep(),
     SetUp(),
+    Maturation(),
 )}
