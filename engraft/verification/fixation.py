@@ -80,7 +80,7 @@ def config(size: int, factor: float, dt: float = DT, fault: str | None = None) -
         "transgene": {"factor": "FVIII", "mode": "secreted", "lineages": ["myeloid"], "expression_per_vcn": 1.0,
                       "fitness": {"division_factor": division_factor}},
         "pk": {"half_life_days": 0.5, "volume_of_distribution_ml_per_kg": 45, "baseline_iu_dl": 0.0},
-        "readouts": {"threshold_iu_dl": 15, "recovery_lineage": "myeloid", "recovery_fraction": 0.125,
+        "readouts": {"threshold_iu_dl": 15,
                      "bleeding": {"joint_bleeds_per_year_at_15": 1.4, "reduction_per_iu_dl": 0.06}},
     }
 
