@@ -28,6 +28,7 @@ COMMANDS = {
     "bench": "engraft.commands.bench",
     "cohort": "engraft.commands.cohort",
     "sensitivity": "engraft.commands.sensitivity",
+    "verify": "engraft.commands.verify",
 }
 
 

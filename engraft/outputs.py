@@ -284,6 +284,52 @@ def check_sweep_dir(path: str | os.PathLike, spec_name: str = "sweep.json",
     check_creatable(path / spec_name)
 
 
+def check_verification_dir(path: str | os.PathLike, marker: str = "verification.json") -> None:
+    """Refuse a verification directory that is a file or holds something engraft did not write there.
+
+    A new path, an empty directory or an earlier ``engraft verify`` directory
+    (its ``verification.json`` names engraft, and it holds nothing but the
+    report, the JSON and figures) may be written; the rest is refused.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        check_creatable(path)
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a directory; engraft verify writes a directory there: "
+                          "choose another --out")
+    if _is_empty_dir(path):
+        check_creatable(path)
+        return
+    if not is_verification_dir(path, marker):
+        raise OutputError(f"{path}: exists and is not an engraft verification directory (it holds "
+                          f"{_listing(path)}); engraft never replaces what it did not write: choose another --out")
+    check_creatable(path)
+
+
+def is_verification_dir(path: str | os.PathLike, marker: str = "verification.json") -> bool:
+    """An earlier ``engraft verify`` output: its marker file names engraft, and nothing else is there."""
+    path = Path(path)
+    try:
+        with open(path / marker, "rb") as fh:
+            data = json.loads(fh.read(1 << 24).decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(data, dict) and data.get("written_by") == "engraft verify"):
+        return False
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name in (marker, "report.md"):
+                continue
+            if entry.name == "figures" and entry.is_dir(follow_symlinks=False):
+                with os.scandir(entry.path) as figs:
+                    if any(not f.name.endswith(".png") or not f.is_file(follow_symlinks=False) for f in figs):
+                        return False
+                continue
+            return False
+    return True
+
+
 # -- figure folders ------------------------------------------------------------------
 def _read_manifest(folder: Path) -> list[str] | None:
     try:

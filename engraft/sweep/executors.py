@@ -1,7 +1,10 @@
 """Where a sweep's runs execute: this process, a local process pool, or a Dask cluster.
 
 Every executor maps :func:`execute` over :class:`Task` objects and yields a
-:class:`RunOutcome` per task as runs finish, in any order. Tasks are plain
+:class:`RunOutcome` per task as runs finish, in any order. ``map(tasks, fn,
+on_lost)`` maps another picklable function the same way (``engraft verify``
+runs its cases' simulations so); ``on_lost(task, message)`` then gives the
+result of a task whose worker was lost for good. Tasks are plain
 data (a config mapping, a seed, a path); a worker simulates, writes the run
 directory itself (atomically, :func:`engraft.results.write_run`) and sends
 back only the small outcome, so the parent's memory does not grow with the
@@ -167,9 +170,10 @@ class SerialExecutor:
     def __exit__(self, *exc) -> None:
         return None
 
-    def map(self, tasks: Iterable[Task]) -> Iterator[RunOutcome]:
+    def map(self, tasks: Iterable[Task], fn=None, on_lost=None) -> Iterator[RunOutcome]:
+        fn = fn or execute
         for task in tasks:
-            yield execute(task)
+            yield fn(task)
 
 
 # ------------------------------------------------------------------------------------
@@ -219,10 +223,12 @@ class ProcessExecutor:
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def map(self, tasks: Iterable[Task]) -> Iterator[RunOutcome]:
+    def map(self, tasks: Iterable[Task], fn=None, on_lost=None) -> Iterator[RunOutcome]:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
+        fn = fn or execute
+        on_lost = on_lost or record_failure
         window = WINDOW_PER_WORKER * self.workers
         upcoming = iter(tasks)
         retry: deque[tuple[Task, int]] = deque()
@@ -239,7 +245,7 @@ class ProcessExecutor:
                     if task is None:
                         exhausted = True
                         break
-                pending[self._pool.submit(execute, task)] = (task, attempt)
+                pending[self._pool.submit(fn, task)] = (task, attempt)
             if not pending:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -274,10 +280,10 @@ class ProcessExecutor:
             finished_here = 0
             retried = []
             for task, attempt in lost:
-                if is_run_dir(task.run_dir):  # it finished just before the pool broke
+                if fn is execute and is_run_dir(task.run_dir):  # it finished just before the pool broke
                     yield outcome_from_dir(task)
                 elif attempt >= self.max_attempts:
-                    yield record_failure(task, f"the worker process died while running it, {attempt} "
+                    yield on_lost(task, f"the worker process died while running it, {attempt} "
                                                "times (killed, out of memory or crashed)")
                 else:
                     retry.append((task, attempt + 1))
@@ -349,8 +355,10 @@ class DaskExecutor:
             self.cluster.close()
         self.client = self.cluster = None
 
-    def map(self, tasks: Iterable[Task]) -> Iterator[RunOutcome]:
+    def map(self, tasks: Iterable[Task], fn=None, on_lost=None) -> Iterator[RunOutcome]:
         distributed = _import_distributed()
+        fn = fn or execute
+        on_lost = on_lost or (lambda task, message: record_failure(task, message, traceback.format_exc()))
         window = WINDOW_PER_WORKER * self.workers
         upcoming = iter(tasks)
         pending: dict = {}  # future key -> (future, task)
@@ -360,7 +368,7 @@ class DaskExecutor:
             task = next(upcoming, None)
             if task is None:
                 return False
-            future = self.client.submit(execute, task, pure=False,
+            future = self.client.submit(fn, task, pure=False,
                                         key=f"engraft-{task.run_id}-{os.urandom(4).hex()}")
             pending[future.key] = (future, task)
             flow.add(future)
@@ -374,8 +382,7 @@ class DaskExecutor:
                 try:
                     yield future.result()
                 except Exception as err:  # lost workers beyond Dask's retries, a cancelled task
-                    yield record_failure(task, f"lost on the Dask cluster: {type(err).__name__}: {err}",
-                                         traceback.format_exc())
+                    yield on_lost(task, f"lost on the Dask cluster: {type(err).__name__}: {err}")
                 future.release()
                 submit()
         finally:
