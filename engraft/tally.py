@@ -30,8 +30,7 @@ from engraft.errors import NumericalFailure
 from engraft.kernel.jit import JIT
 
 # quantities per compartment (same order as the kernel's exit counts)
-CELLS, GRAFT_CELLS, TRANSDUCED_CELLS, VECTOR_COPIES, EXPRESSION_UNITS = 0, 1, 2, 3, 4
-N_QUANTITIES = 5
+from engraft.kernel.layout import X_EXPRESSION as EXPRESSION_UNITS
 
 SEVERITY_CLASSES = ("severe", "moderate", "mild", "normal")
 

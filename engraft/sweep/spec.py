@@ -415,7 +415,7 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     ConfigError
         Naming the swept key (``sweep.parameters.<path>: ...``) or the override.
     """
-    from engraft.simulation import preflight
+    from engraft.engines import preflight
 
     try:
         exp = validate(sweep.config_with(params))

@@ -1,0 +1,298 @@
+"""The rules of a cell's visit, once for both kernels (model page, section 4).
+
+Each function is named after the method of the Mesa reference
+(:mod:`engraft.reference.agents`, :class:`engraft.reference.model.ReferenceModel`)
+that it mirrors, and is compiled into its callers (``inline='always'``), so
+a call costs nothing and a visit's arrays need not be passed one by one.
+The kernels keep only what differs between them: the visit order, the
+random source (a function here takes its uniform draws as arguments), and
+where a daughter or a cell bound for the blood goes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, uint64
+
+from engraft.kernel.jit import JIT
+from engraft.kernel.layout import (
+    C_EMPTY,
+    C_EMPTY_NICHE,
+    EMPTY,
+    FLAG_GRAFT,
+    FLAG_QUIESCENT,
+    FLAG_SILENCED,
+    HSC_ACTIVE,
+    HSC_OFF_NICHE,
+    HSC_RESTING,
+    TG_EXPRESSING,
+    TG_NONE,
+    TG_SILENCED,
+    X_CELLS,
+    X_EXPRESSION,
+    X_GRAFT,
+    X_TRANSDUCED,
+    X_VCN,
+)
+
+RULE_JIT = {**JIT, "inline": "always"}
+
+
+@njit(**RULE_JIT)
+def transgene_state(vcn, flags):
+    """TG_NONE (no vector), TG_EXPRESSING or TG_SILENCED (``MarrowCell.transgene_state``)."""
+    if vcn == 0:
+        return TG_NONE
+    if flags & FLAG_SILENCED:
+        return TG_SILENCED
+    return TG_EXPRESSING
+
+
+@njit(**RULE_JIT)
+def hsc_state(on_niche, flags):
+    """The state class of an HSC: resting or active in a niche, or off the niches (``HSC.step``)."""
+    if on_niche:
+        return HSC_RESTING if flags & FLAG_QUIESCENT else HSC_ACTIVE
+    return HSC_OFF_NICHE
+
+
+@njit(**RULE_JIT)
+def commit(i, lat, rules):
+    """``HSC.commit``: too little niche affinity left, the HSC at ``i`` becomes the differentiated type."""
+    t = rules.hsc_diff_type
+    lat.ctype[i] = t
+    lat.divs[i] = rules.max_divisions[t]
+    lat.affinity[i] = 0.0
+
+
+@njit(**RULE_JIT)
+def lose_affinity(i, lat, rules):
+    """An HSC off the niches loses affinity (Roeder-Loeffler); below ``affinity_min`` it commits
+    (``HSC.step``). Returns whether it committed: then that is its event of the step."""
+    a = lat.affinity[i] * rules.affinity_decay
+    lat.affinity[i] = a
+    if a < rules.affinity_min:
+        commit(i, lat, rules)
+        return True
+    return False
+
+
+@njit(**RULE_JIT)
+def draw_event(u, t, h, g, rules):
+    """``ReferenceModel.draw_event``: the event of a cell of type ``t`` in state class ``(h, g)`` given
+    its uniform draw ``u``, or -1 for none (competing risks, tables of :mod:`engraft.rates`)."""
+    p = rules.p_any[t, h, g]
+    if u >= p:
+        return -1
+    v = u / p
+    cum = rules.cum
+    last = cum.shape[3] - 1
+    for e in range(last):
+        if v < cum[t, h, g, e]:
+            return e
+    return last
+
+
+@njit(**RULE_JIT)
+def draw_category(cum_row, u):
+    """Index of the first cumulative probability above ``u`` (``random.choices`` with ``cum_weights``)."""
+    for k in range(cum_row.shape[0]):
+        if u < cum_row[k]:
+            return k
+    return cum_row.shape[0] - 1
+
+
+@njit(**RULE_JIT)
+def draw_daughter_type(u, t, rules):
+    """Type of a new daughter of a cell of type ``t``, given one uniform draw ``u``: an HSC's
+    self-renews with probability ``self_renewal`` (``HSC.divide``), a progenitor's follows its
+    type's ``differentiation`` (``ReferenceModel.draw_daughter_type``)."""
+    if t == rules.hsc_type:
+        if u < rules.self_renewal:
+            return rules.hsc_type
+        return rules.hsc_diff_type
+    return draw_category(rules.diff_cum[t], u)
+
+
+@njit(**RULE_JIT)
+def divisions_for(t_new, t_old, divs_old, rules):
+    """``Progenitor._divisions_for``: one fewer if the daughter kept the type, else its type's maximum."""
+    if t_new == t_old:
+        return divs_old - 1
+    return rules.max_divisions[t_new]
+
+
+@njit(**RULE_JIT)
+def hsc_daughter_divisions(td, rules):
+    """Divisions left of an HSC's daughter of type ``td`` (an HSC: 0, unused)."""
+    return 0 if td == rules.hsc_type else rules.max_divisions[td]
+
+
+@njit(**RULE_JIT)
+def die(site, lat, counters):
+    """``MarrowCell.die`` (and the marrow side of ``enter_blood``): the site becomes empty."""
+    lat.ctype[site] = EMPTY
+    lat.flags[site] = 0
+    lat.vcn[site] = 0
+    lat.divs[site] = 0
+    lat.clone[site] = 0
+    lat.affinity[site] = 0.0
+    counters[C_EMPTY] += 1
+    if lat.niche[site]:
+        counters[C_EMPTY_NICHE] += 1
+
+
+@njit(**RULE_JIT)
+def settle(site, t, f, v, d, c, a, lat, counters, is_hsc):
+    """``settle``: put a cell on an empty site; an HSC landing on a niche rests with full affinity."""
+    if is_hsc and lat.niche[site]:
+        f = f | FLAG_QUIESCENT
+        a = 1.0
+    else:
+        f = f & ~FLAG_QUIESCENT
+    lat.ctype[site] = t
+    lat.flags[site] = f
+    lat.vcn[site] = v
+    lat.divs[site] = d
+    lat.clone[site] = c
+    lat.affinity[site] = a
+    counters[C_EMPTY] -= 1
+    if lat.niche[site]:
+        counters[C_EMPTY_NICHE] -= 1
+
+
+@njit(**RULE_JIT)
+def silence(i, f, lat):
+    """``MarrowCell.silence``."""
+    lat.flags[i] = f | FLAG_SILENCED
+
+
+@njit(**RULE_JIT)
+def activate(i, f, lat):
+    """An HSC at rest in its niche starts cycling (``HSC.step``, event ACTIVATE)."""
+    lat.flags[i] = f & ~FLAG_QUIESCENT
+
+
+@njit(**RULE_JIT)
+def rest_in_niche(i, f, lat):
+    """After a division, an HSC in a niche goes back to rest (``HSC.divide``)."""
+    if lat.niche[i]:
+        lat.flags[i] = f | FLAG_QUIESCENT
+
+
+@njit(**RULE_JIT)
+def renew_mother(i, t1, t, d, lat, rules):
+    """The mother of a progenitor division becomes its first daughter (``Progenitor.divide``)."""
+    lat.ctype[i] = t1
+    lat.divs[i] = divisions_for(t1, t, d, rules)
+
+
+@njit(**RULE_JIT)
+def differentiate_in_place(i, u, t, lat, rules):
+    """``Progenitor.differentiate_in_place``: an exhausted non-terminal progenitor becomes one of its
+    other types (``ReferenceModel.draw_exit_type`` with the uniform draw ``u``)."""
+    tn = draw_category(rules.exit_cum[t], u)
+    lat.ctype[i] = tn
+    lat.divs[i] = rules.max_divisions[tn]
+
+
+@njit(**RULE_JIT)
+def count_exit(row, t, f, v, rules, exits):
+    """``ReferenceModel.count_exit``: book one exit of type ``t`` (flags ``f``, ``v`` copies) in ``exits[row, t]``
+    (``Progenitor.exit_quantities``)."""
+    exits[row, t, X_CELLS] += 1.0
+    if f & FLAG_GRAFT:
+        exits[row, t, X_GRAFT] += 1.0
+    if v > 0:
+        exits[row, t, X_TRANSDUCED] += 1.0
+        exits[row, t, X_VCN] += v
+        if not (f & FLAG_SILENCED):
+            exits[row, t, X_EXPRESSION] += rules.expr_weight[v]
+
+
+@njit(**RULE_JIT)
+def site_coordinates(i, size, dims):
+    """``(x, y, z)`` of site ``i = x + size (y + size z)`` (z = 0 in 2D)."""
+    q = i // size
+    x = i - q * size
+    if dims == 3:
+        z = q // size
+        y = q - z * size
+    else:
+        z = 0
+        y = q
+    return x, y, z
+
+
+@njit(**RULE_JIT)
+def random_empty_neighbours(i, x, y, z, interior, for_hsc, ctype, niche, rules, deltas, buf):
+    """The neighbours of site ``i`` (at ``x, y, z``) a daughter may take, into ``buf``; returns how many
+    (``ReferenceModel.random_empty_neighbour`` before its choice, which is the kernel's).
+
+    An HSC daughter (``for_hsc``) may take any empty neighbour, a progenitor daughter only an
+    empty site off the niches. Off the edges (``interior``) the neighbours are ``i + deltas``;
+    at an edge each wraps (periodic) or is skipped (closed), without integer division (the
+    offsets are -1, 0 or 1). Branch-free: every neighbour is written, and kept only if free.
+    """
+    n_free = 0
+    offsets = rules.offsets
+    n_neighbours = offsets.shape[0]
+    if interior:
+        for nb in range(n_neighbours):
+            j = i + deltas[nb]
+            buf[n_free] = j
+            uj = uint64(j)  # not negative: no index fix-up
+            n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+        return n_free
+    size = rules.size
+    last = size - 1
+    dims = rules.dims
+    periodic = rules.periodic
+    for nb in range(n_neighbours):
+        nx = x + offsets[nb, 0]
+        ny = y + offsets[nb, 1]
+        nz = z + offsets[nb, 2]
+        if periodic:
+            if nx < 0:
+                nx += size
+            elif nx > last:
+                nx -= size
+            if ny < 0:
+                ny += size
+            elif ny > last:
+                ny -= size
+            if dims == 3:
+                if nz < 0:
+                    nz += size
+                elif nz > last:
+                    nz -= size
+        elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
+            continue
+        j = nx + size * (ny + size * nz)
+        buf[n_free] = j
+        uj = uint64(j)
+        n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+    return n_free
+
+
+@njit(**JIT)
+def neighbour_deltas(rules):
+    """Site-index offsets of the neighbourhood (valid off the edges)."""
+    offsets = rules.offsets
+    size = rules.size
+    deltas = np.empty(offsets.shape[0], dtype=np.int64)
+    for nb in range(offsets.shape[0]):
+        deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
+    return deltas
+
+
+@njit(**JIT)
+def empty_neighbours(site, rules, ctype, niche, for_hsc, buf):
+    """The empty neighbours of ``site`` that a daughter may take, into ``buf``; returns how many
+    (:func:`random_empty_neighbours` as one call, for tests and Python callers)."""
+    size = rules.size
+    last = size - 1
+    x, y, z = site_coordinates(site, size, rules.dims)
+    interior = 0 < x < last and 0 < y < last and (rules.dims == 2 or 0 < z < last)
+    return random_empty_neighbours(site, x, y, z, interior, for_hsc, ctype, niche, rules,
+                                   neighbour_deltas(rules), buf)
