@@ -385,13 +385,13 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
 # one chunk of stripes
 # ----------------------------------------------------------------------------------
 @njit(**RULE_JIT)
-def park(slot, t, f, v, d, c, ws):
+def park(slot, t, f, v, d, c, push_type, push_flags, push_vcn, push_divs, push_clone):
     """``enter_blood``: park a cell bound for the blood in a chunk's pending slot (as ``pool_push`` does)."""
-    ws.push_type[slot] = t
-    ws.push_flags[slot] = f & ~FLAG_QUIESCENT
-    ws.push_vcn[slot] = v
-    ws.push_divs[slot] = d
-    ws.push_clone[slot] = c
+    push_type[slot] = t
+    push_flags[slot] = f & ~FLAG_QUIESCENT
+    push_vcn[slot] = v
+    push_divs[slot] = d
+    push_clone[slot] = c
 
 
 @njit(**JIT)
@@ -779,7 +779,12 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
     class_words, inner_words = ws.class_words, ws.inner_words
     deltas, thresholds, div_thresholds, levels = tabs.deltas, tabs.thresholds, tabs.div_thresholds, tabs.levels
     fixed_daughter = tabs.fixed_daughter
-    is_hsc = rules.is_hsc
+    # the arrays, read out of the tuples once (an array field read in the loop costs a reference
+    # count increment and decrement each time: engraft.kernel.rules)
+    push_type, push_flags, push_vcn, push_divs, push_clone = ws.push_type, ws.push_flags, ws.push_vcn, ws.push_divs, ws.push_clone
+    is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
+    diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
+    expr_weight, offsets = rules.expr_weight, rules.offsets
     hsc_type = rules.hsc_type
     dims = rules.dims
     size = rules.size
@@ -872,27 +877,27 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                 h = HSC_RESTING
                 if hsc:
                     h = hsc_state(niche[i], f)
-                    if h == HSC_OFF_NICHE and lose_affinity(i, lat, rules):
+                    if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, rules, max_divisions):
                         continue
                 u = float(passed_bits[qq]) * U53  # site_uniform(b_event, i)
-                event = draw_event(u, t, h, g, rules)
+                event = draw_event(u, t, h, g, p_any, cum)
                 if event < 0:
                     continue
                 if event == E_DIE:
-                    die(i, lat, counts)
+                    die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                     if track_free:
                         mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
                 if event == E_SILENCE:
-                    silence(i, f, lat)
+                    silence(i, f, flags)
                     continue
                 if event == E_ACTIVATE:
-                    activate(i, f, lat)
+                    activate(i, f, flags)
                     continue
                 if event == E_EGRESS:
-                    park(slot0 + n_push, t, f, v, divs[i], clone[i], ws)
+                    park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                     n_push += 1
-                    die(i, lat, counts)
+                    die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                     if track_free:
                         mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
@@ -901,15 +906,16 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules)
+                    td = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
-                    if rules.terminal[t]:
-                        count_exit(k, t, f, v, rules, chunk_exits)
-                        die(i, lat, counts)
+                    if terminal[t]:
+                        count_exit(k, t, f, v, expr_weight, chunk_exits)
+                        die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                         if track_free:
                             mark_free(free, free_row0, size, i, niche[i] == 0)
                     else:
-                        differentiate_in_place(i, site_uniform(bases[D_TYPE], i), t, lat, rules)
+                        differentiate_in_place(i, site_uniform(bases[D_TYPE], i), t, ctype, divs, exit_cum,
+                                               max_divisions)
                     continue
                 # then where it goes: a random free neighbour (an HSC daughter may take a
                 # niche) or, with pool placement, the blood
@@ -920,35 +926,36 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                         if has_room(colw, x) == 0:
                             continue  # no room: the division waits
                     n_free = random_empty_neighbours(i, x, y, z, inner_yz and 0 < x < last, for_hsc, ctype, niche,
-                                                     rules, deltas, nb_buf)
+                                                     rules, offsets, deltas, nb_buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = nb_buf[int(site_uniform(bases[D_TARGET], i) * n_free)]
                 if hsc:
-                    dd = hsc_daughter_divisions(td, rules)
+                    dd = hsc_daughter_divisions(td, rules, max_divisions)
                     df = f & ~FLAG_QUIESCENT
                     if placement_pool:
-                        park(slot0 + n_push, td, df, v, dd, clone[i], ws)
+                        park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                         n_push += 1
                     else:
-                        settle(target, td, df, v, dd, clone[i], affinity[i], lat, counts, td == hsc_type)
+                        settle(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn, divs, clone, affinity, niche, counts,
+                               td == hsc_type)
                         mark[target] = cur_mark
                         if track_free:
                             mark_free(free, free_row0, size, target, False)
-                    rest_in_niche(i, f, lat)
+                    rest_in_niche(i, f, flags, niche)
                 else:
                     t1 = fixed_daughter[t]
                     t2 = t1
                     if t1 < 0:  # daughters of more than one possible type: draw each
-                        t1 = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules)
-                        t2 = draw_daughter_type(site_uniform(bases[D_TYPE2], i), t, rules)
-                    d2 = divisions_for(t2, t, d, rules)
-                    renew_mother(i, t1, t, d, lat, rules)
+                        t1 = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules, diff_cum)
+                        t2 = draw_daughter_type(site_uniform(bases[D_TYPE2], i), t, rules, diff_cum)
+                    d2 = divisions_for(t2, t, d, max_divisions)
+                    renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:
-                        park(slot0 + n_push, t2, f, v, d2, clone[i], ws)
+                        park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                         n_push += 1
                     else:
-                        settle(target, t2, f, v, d2, clone[i], 0.0, lat, counts, False)
+                        settle(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone, affinity, niche, counts, False)
                         mark[target] = cur_mark
                         if track_free:
                             mark_free(free, free_row0, size, target, False)
@@ -977,6 +984,8 @@ def run_steps(n_steps, first_step, key, exits, lat, pool, rules, ws):
     colour_order, stripe_order, stripe_slot0 = ws.colour_order, ws.stripe_order, ws.stripe_slot0
     chunk_counts, chunk_exits = ws.chunk_counts, ws.chunk_exits
     push_n = ws.push_n
+    push_type, push_flags, push_vcn, push_divs, push_clone = ws.push_type, ws.push_flags, ws.push_vcn, ws.push_divs, ws.push_clone
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
     pool_n = pool.n
     n_sites = lat.ctype.shape[0]
     n_colours = colour_order.shape[0]
@@ -1041,11 +1050,11 @@ def run_steps(n_steps, first_step, key, exits, lat, pool, rules, ws):
             for k in range(n_chunks):
                 slot0 = stripe_slot0[sc + 2 * (k * n_t // n_chunks)]
                 for e in range(push_n[k]):
-                    pool.ctype[w] = ws.push_type[slot0 + e]
-                    pool.flags[w] = ws.push_flags[slot0 + e]
-                    pool.vcn[w] = ws.push_vcn[slot0 + e]
-                    pool.divs[w] = ws.push_divs[slot0 + e]
-                    pool.clone[w] = ws.push_clone[slot0 + e]
+                    pool_type[w] = push_type[slot0 + e]
+                    pool_flags[w] = push_flags[slot0 + e]
+                    pool_vcn[w] = push_vcn[slot0 + e]
+                    pool_divs[w] = push_divs[slot0 + e]
+                    pool_clone[w] = push_clone[slot0 + e]
                     w += 1
                 push_n[k] = 0
             pool_n[0] = w

@@ -197,11 +197,12 @@ def blood_phase(lat, pool, rules, state):
     for the last free sites is fair; lodged and dead cells leave the pool,
     which is compacted keeping the survivors in index order.
     """
-    ctype = lat.ctype
-    niche = lat.niche
+    ctype, flags, vcn, divs, clone, affinity, niche = (lat.ctype, lat.flags, lat.vcn, lat.divs, lat.clone,
+                                                        lat.affinity, lat.niche)
     niche_sites = lat.niche_sites
     counters = lat.counters
-    pool_type = pool.ctype
+    is_hsc = rules.is_hsc
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
     pool_order = pool.order
     lodging_rate = rules.lodging_rate
     death_rate = rules.death_rate
@@ -215,7 +216,7 @@ def blood_phase(lat, pool, rules, state):
     for j in range(n_pool):
         k = pool_order[j]
         t = pool_type[k]
-        hsc = rules.is_hsc[t] != 0
+        hsc = is_hsc[t] != 0
         if hsc:
             free = counters[C_EMPTY_NICHE] / n_niche if n_niche > 0 else 0.0
         else:
@@ -234,7 +235,7 @@ def blood_phase(lat, pool, rules, state):
                     site = randbelow(state, n_sites)
                 if ctype[site] == EMPTY and (hsc or not niche[site]):
                     break
-            settle(site, t, pool.flags[k], pool.vcn[k], pool.divs[k], pool.clone[k], 1.0, lat, counters, hsc)
+            settle(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k], 1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
             pool_type[k] = EMPTY
         elif u < happened:
             pool_type[k] = EMPTY
@@ -243,10 +244,10 @@ def blood_phase(lat, pool, rules, state):
     for k in range(n_pool):
         if pool_type[k] != EMPTY:
             pool_type[w] = pool_type[k]
-            pool.flags[w] = pool.flags[k]
-            pool.vcn[w] = pool.vcn[k]
-            pool.divs[w] = pool.divs[k]
-            pool.clone[w] = pool.clone[k]
+            pool_flags[w] = pool_flags[k]
+            pool_vcn[w] = pool_vcn[k]
+            pool_divs[w] = pool_divs[k]
+            pool_clone[w] = pool_clone[k]
             w += 1
     pool.n[0] = w
 
@@ -265,12 +266,17 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
     ctype, flags, vcn, divs, clone, affinity, niche = (lat.ctype, lat.flags, lat.vcn, lat.divs, lat.clone,
                                                         lat.affinity, lat.niche)
     counters = lat.counters
-    is_hsc = rules.is_hsc
+    # the arrays, read out of the tuples once (an array field read in the loop costs a reference
+    # count increment and decrement each time: engraft.kernel.rules)
+    is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
+    diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
+    expr_weight, offsets = rules.expr_weight, rules.offsets
     hsc_type = rules.hsc_type
     n_sites = ctype.shape[0]
     placement_pool = rules.placement_pool
+    pool_n = pool.n
     capacity = pool.ctype.shape[0]
-    buf = np.empty(rules.offsets.shape[0], dtype=np.int64)
+    buf = np.empty(offsets.shape[0], dtype=np.int64)
     dims = rules.dims
     size = rules.size
     last = size - 1
@@ -287,7 +293,7 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
         for i in range(n_sites):
             order[m] = i  # branch-free: kept only if occupied
             m += ctype[i] != EMPTY
-        if pool.n[0] + m > capacity:
+        if pool_n[0] + m > capacity:
             return step
         # a cell's screening trial: whether its event draw is below p_screen of its type
         # (an HSC off a niche always passes); only its own visit changes its site, so the
@@ -333,59 +339,60 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
             h = HSC_RESTING
             if hsc:
                 h = hsc_state(niche[i], f)
-                if h == HSC_OFF_NICHE and lose_affinity(i, lat, rules):
+                if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, rules, max_divisions):
                     continue
-            event = draw_event(u, t, h, g, rules)
+            event = draw_event(u, t, h, g, p_any, cum)
             if event < 0:
                 continue
             if event == E_DIE:
-                die(i, lat, counters)
+                die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             elif event == E_SILENCE:
-                silence(i, f, lat)
+                silence(i, f, flags)
             elif event == E_ACTIVATE:
-                activate(i, f, lat)
+                activate(i, f, flags)
             elif event == E_EGRESS:
                 pool_push(t, f, v, divs[i], clone[i], pool)
-                die(i, lat, counters)
+                die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             else:  # E_DIVIDE
                 # what the daughter will be: an HSC draws it now (before its site)
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = draw_daughter_type(uniform(state), t, rules)
+                    td = draw_daughter_type(uniform(state), t, rules, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
-                    if rules.terminal[t]:
-                        count_exit(step, t, f, v, rules, exits)
-                        die(i, lat, counters)
+                    if terminal[t]:
+                        count_exit(step, t, f, v, expr_weight, exits)
+                        die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
                     else:
-                        differentiate_in_place(i, uniform(state), t, lat, rules)
+                        differentiate_in_place(i, uniform(state), t, ctype, divs, exit_cum, max_divisions)
                     continue
                 target = -1
                 if not placement_pool:
                     x, y, z = site_coordinates(i, size, dims)
                     interior = 0 < x < last and 0 < y < last and (dims == 2 or 0 < z < last)
                     n_free = random_empty_neighbours(i, x, y, z, interior, hsc and td == hsc_type, ctype, niche,
-                                                     rules, deltas, buf)
+                                                     rules, offsets, deltas, buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = buf[randbelow(state, n_free)]
                 if hsc:
-                    dd = hsc_daughter_divisions(td, rules)
+                    dd = hsc_daughter_divisions(td, rules, max_divisions)
                     df = f & ~FLAG_QUIESCENT
                     if placement_pool:
                         pool_push(td, df, v, dd, clone[i], pool)
                     else:
-                        settle(target, td, df, v, dd, clone[i], affinity[i], lat, counters, td == hsc_type)
-                    rest_in_niche(i, f, lat)
+                        settle(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn, divs, clone, affinity, niche, counters,
+                               td == hsc_type)
+                    rest_in_niche(i, f, flags, niche)
                 else:  # a progenitor: two daughters, one stays, one takes the new site
-                    t1 = draw_daughter_type(uniform(state), t, rules)
-                    t2 = draw_daughter_type(uniform(state), t, rules)
-                    d2 = divisions_for(t2, t, d, rules)
-                    renew_mother(i, t1, t, d, lat, rules)
+                    t1 = draw_daughter_type(uniform(state), t, rules, diff_cum)
+                    t2 = draw_daughter_type(uniform(state), t, rules, diff_cum)
+                    d2 = divisions_for(t2, t, d, max_divisions)
+                    renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:
                         pool_push(t2, f, v, d2, clone[i], pool)
                     else:
-                        settle(target, t2, f, v, d2, clone[i], 0.0, lat, counters, False)
+                        settle(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, False)
 
         # --- 2. the blood: every circulating cell lodges, dies or stays ---------------
         blood_phase(lat, pool, rules, state)
