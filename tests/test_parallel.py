@@ -346,10 +346,8 @@ def test_fixed_daughters_are_the_only_outcome_of_the_draw():
     fixed = parallel.fixed_daughters(diff_cum)
     np.testing.assert_array_equal(fixed, [-1, -1, 2, 0, -1])
     draws = np.concatenate([[0.0, 1e-18, 0.5, 1.0 - 2.0**-53], np.random.default_rng(6).random(200)])
-    rules = Simulation(load_config(CONFIGS / "tiny.yaml"), seed=0).rules._replace(
-        diff_cum=diff_cum, hsc_type=0, hsc_diff_type=1, self_renewal=0.5)
     for t in range(1, diff_cum.shape[0]):
-        outcomes = {draw_daughter_type(u, t, rules) for u in draws}
+        outcomes = {draw_daughter_type(u, t, 0, 1, 0.5, diff_cum) for u in draws}
         assert outcomes == {fixed[t]} if fixed[t] >= 0 else len(outcomes) >= 2, (t, outcomes)
 
 
@@ -385,7 +383,7 @@ def test_division_thresholds_mark_draws_that_divide_in_every_state(division_fact
             for bits in below:
                 u = float(bits) * parallel.U53
                 assert u < p
-                assert draw_event(u, ct, 0, g, t) == E_DIVIDE
+                assert draw_event(u, ct, 0, g, t.p_any, t.cum) == E_DIVIDE
                 n_checked += 1
     assert n_checked > 0
 

@@ -785,6 +785,8 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
     is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
     diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
     expr_weight, offsets = rules.expr_weight, rules.offsets
+    hsc_diff_type, self_renewal = rules.hsc_diff_type, rules.self_renewal
+    affinity_decay, affinity_min, periodic = rules.affinity_decay, rules.affinity_min, rules.periodic
     hsc_type = rules.hsc_type
     dims = rules.dims
     size = rules.size
@@ -877,7 +879,8 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                 h = HSC_RESTING
                 if hsc:
                     h = hsc_state(niche[i], f)
-                    if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, rules, max_divisions):
+                    if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, affinity_decay, affinity_min, hsc_diff_type,
+                                                              max_divisions):
                         continue
                 u = float(passed_bits[qq]) * U53  # site_uniform(b_event, i)
                 event = draw_event(u, t, h, g, p_any, cum)
@@ -906,7 +909,7 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules, diff_cum)
+                    td = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
                     if terminal[t]:
                         count_exit(k, t, f, v, expr_weight, chunk_exits)
@@ -926,12 +929,12 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                         if has_room(colw, x) == 0:
                             continue  # no room: the division waits
                     n_free = random_empty_neighbours(i, x, y, z, inner_yz and 0 < x < last, for_hsc, ctype, niche,
-                                                     rules, offsets, deltas, nb_buf)
+                                                     size, dims, periodic, offsets, deltas, nb_buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = nb_buf[int(site_uniform(bases[D_TARGET], i) * n_free)]
                 if hsc:
-                    dd = hsc_daughter_divisions(td, rules, max_divisions)
+                    dd = hsc_daughter_divisions(td, hsc_type, max_divisions)
                     df = f & ~FLAG_QUIESCENT
                     if placement_pool:
                         park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
@@ -947,8 +950,8 @@ def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, 
                     t1 = fixed_daughter[t]
                     t2 = t1
                     if t1 < 0:  # daughters of more than one possible type: draw each
-                        t1 = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, rules, diff_cum)
-                        t2 = draw_daughter_type(site_uniform(bases[D_TYPE2], i), t, rules, diff_cum)
+                        t1 = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                        t2 = draw_daughter_type(site_uniform(bases[D_TYPE2], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                     d2 = divisions_for(t2, t, d, max_divisions)
                     renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:

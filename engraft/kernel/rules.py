@@ -8,13 +8,15 @@ The kernels keep only what differs between them: the visit order, the
 random source (a function here takes its uniform draws as arguments), and
 where a daughter or a cell bound for the blood goes.
 
-A function here takes the arrays it reads or writes one by one, and
-``rules`` (:class:`engraft.kernel.structs.Rules`) for scalars only; the
-kernels read the arrays out of their named tuples once, before their loops.
-Reading an array field of a named tuple inside a loop costs a reference
-count increment and decrement (calls into Numba's runtime) at each read: a
-visit written that way made the sequential kernel 1.5-2x slower on
-1024^2 lattices, and a loop of one array update per iteration 2.5x slower.
+A function here takes the arrays and numbers it needs one by one, never a
+named tuple: the kernels read them out of their tuples once, before their
+loops. Reading an array field of a named tuple inside a loop costs a
+reference count increment and decrement (calls into Numba's runtime) at
+each read, and handing a tuple of arrays to a function compiled into the
+loop costs one for each of its arrays: written that way, the sequential
+kernel took 1.5-2.2x the time per step on 1024^2 lattices (fully occupied
+and burned-in marrow, paired runs), and a loop of one array update per
+iteration 2.5x.
 """
 
 from __future__ import annotations
@@ -73,13 +75,13 @@ def commit(i, ctype, divs, affinity, hsc_diff_type, max_divisions):
 
 
 @njit(**RULE_JIT)
-def lose_affinity(i, ctype, divs, affinity, rules, max_divisions):
+def lose_affinity(i, ctype, divs, affinity, affinity_decay, affinity_min, hsc_diff_type, max_divisions):
     """An HSC off the niches loses affinity (Roeder-Loeffler); below ``affinity_min`` it commits
     (``HSC.step``). Returns whether it committed: then that is its event of the step."""
-    a = affinity[i] * rules.affinity_decay
+    a = affinity[i] * affinity_decay
     affinity[i] = a
-    if a < rules.affinity_min:
-        commit(i, ctype, divs, affinity, rules.hsc_diff_type, max_divisions)
+    if a < affinity_min:
+        commit(i, ctype, divs, affinity, hsc_diff_type, max_divisions)
         return True
     return False
 
@@ -109,14 +111,14 @@ def draw_category(cum_row, u):
 
 
 @njit(**RULE_JIT)
-def draw_daughter_type(u, t, rules, diff_cum):
+def draw_daughter_type(u, t, hsc_type, hsc_diff_type, self_renewal, diff_cum):
     """Type of a new daughter of a cell of type ``t``, given one uniform draw ``u``: an HSC's
     self-renews with probability ``self_renewal`` (``HSC.divide``), a progenitor's follows its
     type's ``differentiation`` (``ReferenceModel.draw_daughter_type``)."""
-    if t == rules.hsc_type:
-        if u < rules.self_renewal:
-            return rules.hsc_type
-        return rules.hsc_diff_type
+    if t == hsc_type:
+        if u < self_renewal:
+            return hsc_type
+        return hsc_diff_type
     return draw_category(diff_cum[t], u)
 
 
@@ -129,9 +131,9 @@ def divisions_for(t_new, t_old, divs_old, max_divisions):
 
 
 @njit(**RULE_JIT)
-def hsc_daughter_divisions(td, rules, max_divisions):
+def hsc_daughter_divisions(td, hsc_type, max_divisions):
     """Divisions left of an HSC's daughter of type ``td`` (an HSC: 0, unused)."""
-    return 0 if td == rules.hsc_type else max_divisions[td]
+    return 0 if td == hsc_type else max_divisions[td]
 
 
 @njit(**RULE_JIT)
@@ -231,7 +233,8 @@ def site_coordinates(i, size, dims):
 
 
 @njit(**RULE_JIT)
-def random_empty_neighbours(i, x, y, z, interior, for_hsc, ctype, niche, rules, offsets, deltas, buf):
+def random_empty_neighbours(i, x, y, z, interior, for_hsc, ctype, niche, size, dims, periodic, offsets, deltas,
+                            buf):
     """The neighbours of site ``i`` (at ``x, y, z``) a daughter may take, into ``buf``; returns how many
     (``ReferenceModel.random_empty_neighbour`` before its choice, which is the kernel's).
 
@@ -249,10 +252,7 @@ def random_empty_neighbours(i, x, y, z, interior, for_hsc, ctype, niche, rules, 
             uj = uint64(j)  # not negative: no index fix-up
             n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
         return n_free
-    size = rules.size
     last = size - 1
-    dims = rules.dims
-    periodic = rules.periodic
     for nb in range(n_neighbours):
         nx = x + offsets[nb, 0]
         ny = y + offsets[nb, 1]
@@ -299,5 +299,5 @@ def empty_neighbours(site, rules, ctype, niche, for_hsc, buf):
     last = size - 1
     x, y, z = site_coordinates(site, size, rules.dims)
     interior = 0 < x < last and 0 < y < last and (rules.dims == 2 or 0 < z < last)
-    return random_empty_neighbours(site, x, y, z, interior, for_hsc, ctype, niche, rules, rules.offsets,
-                                   neighbour_deltas(rules), buf)
+    return random_empty_neighbours(site, x, y, z, interior, for_hsc, ctype, niche, size, rules.dims, rules.periodic,
+                                   rules.offsets, neighbour_deltas(rules), buf)

@@ -178,15 +178,15 @@ def screen_passes(bits, t, on_niche, hsc_type, thresholds):
 
 
 @njit(**RULE_JIT)
-def pool_push(t, f, v, d, c, pool):
+def pool_push(t, f, v, d, c, pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n):
     """``enter_blood``: a cell joins the circulating pool (an HSC there does not rest)."""
-    k = pool.n[0]
-    pool.ctype[k] = t
-    pool.flags[k] = f & ~FLAG_QUIESCENT
-    pool.vcn[k] = v
-    pool.divs[k] = d
-    pool.clone[k] = c
-    pool.n[0] = k + 1
+    k = pool_n[0]
+    pool_type[k] = t
+    pool_flags[k] = f & ~FLAG_QUIESCENT
+    pool_vcn[k] = v
+    pool_divs[k] = d
+    pool_clone[k] = c
+    pool_n[0] = k + 1
 
 
 @njit(**JIT)
@@ -271,11 +271,14 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
     is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
     diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
     expr_weight, offsets = rules.expr_weight, rules.offsets
+    hsc_diff_type, self_renewal = rules.hsc_diff_type, rules.self_renewal
+    affinity_decay, affinity_min, periodic = rules.affinity_decay, rules.affinity_min, rules.periodic
     hsc_type = rules.hsc_type
     n_sites = ctype.shape[0]
     placement_pool = rules.placement_pool
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
     pool_n = pool.n
-    capacity = pool.ctype.shape[0]
+    capacity = pool_type.shape[0]
     buf = np.empty(offsets.shape[0], dtype=np.int64)
     dims = rules.dims
     size = rules.size
@@ -339,7 +342,8 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
             h = HSC_RESTING
             if hsc:
                 h = hsc_state(niche[i], f)
-                if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, rules, max_divisions):
+                if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, affinity_decay, affinity_min, hsc_diff_type,
+                                                              max_divisions):
                     continue
             event = draw_event(u, t, h, g, p_any, cum)
             if event < 0:
@@ -351,14 +355,14 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
             elif event == E_ACTIVATE:
                 activate(i, f, flags)
             elif event == E_EGRESS:
-                pool_push(t, f, v, divs[i], clone[i], pool)
+                pool_push(t, f, v, divs[i], clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
                 die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             else:  # E_DIVIDE
                 # what the daughter will be: an HSC draws it now (before its site)
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = draw_daughter_type(uniform(state), t, rules, diff_cum)
+                    td = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
                     if terminal[t]:
                         count_exit(step, t, f, v, expr_weight, exits)
@@ -371,26 +375,26 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
                     x, y, z = site_coordinates(i, size, dims)
                     interior = 0 < x < last and 0 < y < last and (dims == 2 or 0 < z < last)
                     n_free = random_empty_neighbours(i, x, y, z, interior, hsc and td == hsc_type, ctype, niche,
-                                                     rules, offsets, deltas, buf)
+                                                     size, dims, periodic, offsets, deltas, buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = buf[randbelow(state, n_free)]
                 if hsc:
-                    dd = hsc_daughter_divisions(td, rules, max_divisions)
+                    dd = hsc_daughter_divisions(td, hsc_type, max_divisions)
                     df = f & ~FLAG_QUIESCENT
                     if placement_pool:
-                        pool_push(td, df, v, dd, clone[i], pool)
+                        pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
                     else:
                         settle(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn, divs, clone, affinity, niche, counters,
                                td == hsc_type)
                     rest_in_niche(i, f, flags, niche)
                 else:  # a progenitor: two daughters, one stays, one takes the new site
-                    t1 = draw_daughter_type(uniform(state), t, rules, diff_cum)
-                    t2 = draw_daughter_type(uniform(state), t, rules, diff_cum)
+                    t1 = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                    t2 = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                     d2 = divisions_for(t2, t, d, max_divisions)
                     renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:
-                        pool_push(t2, f, v, d2, clone[i], pool)
+                        pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
                     else:
                         settle(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, False)
 

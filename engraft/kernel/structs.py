@@ -6,15 +6,20 @@ of the rules, built once per run by :mod:`engraft.simulation`); the
 parallel kernel also its :class:`engraft.kernel.parallel.Workspace`.
 Fields are read by name, so their order is free.
 
-To add a per-cell attribute: add its array to :class:`Lattice` and its dtype
-to :data:`engraft.kernel.layout.STATE_DTYPES`, then read or write it in
-:mod:`engraft.kernel.rules` (``vacate``, ``place``; ``Pool`` and
-``pool_push``/``park`` if it travels in the blood).
+To add a per-cell attribute: add its array to :class:`Lattice` (and to
+:class:`engraft.lattice.State`) and its dtype to
+:data:`engraft.kernel.layout.STATE_DTYPES`; give ``die`` and ``settle`` in
+:mod:`engraft.kernel.rules` the array and the value, and pass them where the
+kernels read the lattice's arrays (the top of ``run_steps``, ``sweep_chunk``
+and ``blood_phase``); ``Pool``, ``pool_push`` and ``park`` too if it travels
+in the blood.
 
-Numba passes a named tuple to a compiled function as its fields, so this
-costs nothing at run time. Under ``prange`` the kernels read the fields into
-local variables before the loop (writes through a tuple field inside a
-parallel loop are not safe: numba issue 5872).
+The kernels read the array fields into local variables once, before their
+loops, and pass those to the rule functions: an array field read inside a
+loop costs a reference count increment and decrement at each read (see
+:mod:`engraft.kernel.rules`). Under ``prange`` this also keeps writes out of
+tuple fields (writes through a tuple field inside a parallel loop are not
+safe: numba issue 5872).
 """
 
 from __future__ import annotations
