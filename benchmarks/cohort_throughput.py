@@ -45,7 +45,7 @@ def phase_breakdown(cohort, n: int, dense: bool = False) -> dict:
 
     ``dense``: with the lattice read at every record (``time.lattice_record_interval_days`` unset).
     """
-    from engraft import simulation
+    from engraft import engines, simulation
 
     totals = {"burn_in": 0.0, "follow_up_kernel": 0.0, "record": 0.0}
     originals = {name: getattr(simulation.Simulation, name) for name in ("burn_in", "advance", "record")}
@@ -78,7 +78,7 @@ def phase_breakdown(cohort, n: int, dense: bool = False) -> dict:
                     exp = exp.model_copy(update={"time": exp.time.model_copy(
                         update={"lattice_record_interval_days": None})})
                 start = time.perf_counter()
-                result = simulation.simulate(exp)
+                result = engines.simulate(exp)
                 total += time.perf_counter() - start
                 start = time.perf_counter()
                 write_run(result, Path(tmp) / run.run_id, figure=False)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cohort_throughput.json"))
     args = parser.parse_args(argv)
 
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     cohort = load_cohort(COHORT, patients=args.patients)
     cohort.runs = [r for r in cohort.runs if r.replicate == 0]  # no noise replicates: patients only

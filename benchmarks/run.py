@@ -352,9 +352,9 @@ def dense_simulation(size: int, dims: int, kernel: str, seed: int = 0):
     mix = np.array([DENSE_MIX[n] for n in DENSE_MIX])
     types = np.array([names.index(n) for n in DENSE_MIX])[rng.choice(len(mix), other.size, p=mix / mix.sum())]
     s.ctype[other] = types
-    s.divs[other] = rng.integers(0, sim.tables.tint[types, 1] + 1)
+    s.divs[other] = rng.integers(0, sim.rules.max_divisions[types] + 1)
     s.flags[other] = 0
-    s.ctype[sim.niche_sites] = sim.tables.hsc_type
+    s.ctype[sim.niche_sites] = sim.rules.hsc_type
     s.flags[sim.niche_sites] = QUIESCENT
     s.affinity[sim.niche_sites] = 1.0
     sim.recount()

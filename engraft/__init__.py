@@ -2,7 +2,8 @@
 
 from engraft._version import __version__
 from engraft.config import ConfigError, Experiment, load_config
-from engraft.simulation import Result, Simulation, simulate
+from engraft.engines import simulate
+from engraft.simulation import Result, Simulation
 from engraft.sweep import load_sweep, run_sweep
 
 __all__ = ["ConfigError", "Experiment", "Result", "Simulation", "__version__", "load_config", "load_sweep",

@@ -26,7 +26,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from engraft.kernel.census import nearest_centre_distance, nearest_centre_distance_within
-from engraft.kernel.sequential import EMPTY, GRAFT, QUIESCENT, SILENCED
+from engraft.kernel.layout import EMPTY
+from engraft.kernel.layout import FLAG_GRAFT as GRAFT
+from engraft.kernel.layout import FLAG_QUIESCENT as QUIESCENT
+from engraft.kernel.layout import FLAG_SILENCED as SILENCED
 
 __all__ = ["EMPTY", "GRAFT", "QUIESCENT", "SILENCED", "State", "neighbour_offsets", "niche_map"]
 

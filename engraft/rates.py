@@ -10,10 +10,14 @@ probability ``1 - exp(-R dt)``, and it is event i with probability r_i / R
 (docs/model.md, section 4). A state class is (cell type, HSC state, transgene
 state):
 
-- HSC state: ``QUIESCENT`` (in a niche, resting), ``ACTIVE`` (in a niche,
-  cycling) or ``OFF_NICHE`` (cycling, losing niche affinity). Progenitors are
-  always class ``QUIESCENT`` here; the value is unused for them.
-- transgene state: ``NONE`` (no vector), ``EXPRESSING``, ``SILENCED``.
+- HSC state: ``HSC_RESTING`` (in a niche, resting), ``HSC_ACTIVE`` (in a niche,
+  cycling) or ``HSC_OFF_NICHE`` (cycling, losing niche affinity). Progenitors are
+  always class ``HSC_RESTING`` here; the value is unused for them.
+- transgene state: ``TG_NONE`` (no vector), ``TG_EXPRESSING``, ``TG_SILENCED``.
+
+The numbering of states and events is :mod:`engraft.kernel.layout`'s (the
+kernels index these tables with it). The cell flag bits there
+(``FLAG_QUIESCENT``, ``FLAG_SILENCED``) are marks on a site, not state classes.
 """
 
 from __future__ import annotations
@@ -26,16 +30,23 @@ import numpy as np
 if TYPE_CHECKING:
     from engraft.config.schema import Experiment
 
-# HSC states
-QUIESCENT, ACTIVE, OFF_NICHE = 0, 1, 2
-N_HSC_STATES = 3
-# transgene states
-NONE, EXPRESSING, SILENCED = 0, 1, 2
-N_TG_STATES = 3
-# events
-DIVIDE, DIE, ACTIVATE, EGRESS, SILENCE = 0, 1, 2, 3, 4
-N_EVENTS = 5
-EVENT_NAMES = ("divide", "die", "activate", "egress", "silence")
+from engraft.kernel.layout import E_ACTIVATE as ACTIVATE
+from engraft.kernel.layout import E_DIE as DIE
+from engraft.kernel.layout import E_DIVIDE as DIVIDE
+from engraft.kernel.layout import E_EGRESS as EGRESS
+from engraft.kernel.layout import E_SILENCE as SILENCE
+from engraft.kernel.layout import (  # noqa: F401 (the state and event numbering, re-exported)
+    EVENT_NAMES,
+    HSC_ACTIVE,
+    HSC_OFF_NICHE,
+    HSC_RESTING,
+    N_EVENTS,
+    N_HSC_STATES,
+    N_TG_STATES,
+    TG_EXPRESSING,
+    TG_NONE,
+    TG_SILENCED,
+)
 
 
 def rate_table(exp: Experiment) -> np.ndarray:
@@ -46,18 +57,18 @@ def rate_table(exp: Experiment) -> np.ndarray:
     for t, name in enumerate(names):
         ct = exp.cell_types[name]
         for h in range(N_HSC_STATES):
-            if ct.kind != "hsc" and h != QUIESCENT:
+            if ct.kind != "hsc" and h != HSC_RESTING:
                 continue
             for g in range(N_TG_STATES):
-                div_f = fit.division_factor if g != NONE else 1.0
-                die_f = fit.apoptosis_factor if g != NONE else 1.0
+                div_f = fit.division_factor if g != TG_NONE else 1.0
+                die_f = fit.apoptosis_factor if g != TG_NONE else 1.0
                 r = table[t, h, g]
                 r[DIE] = ct.apoptosis_rate * die_f
-                if g == EXPRESSING:
+                if g == TG_EXPRESSING:
                     r[SILENCE] = exp.transgene.silencing_rate
                 if ct.kind == "hsc":
                     r[EGRESS] = exp.circulation.egress_rate
-                    if h == QUIESCENT:
+                    if h == HSC_RESTING:
                         r[ACTIVATE] = ct.activation_rate
                     else:
                         r[DIVIDE] = ct.division_rate * div_f
@@ -102,6 +113,26 @@ def max_total_rates(exp: Experiment) -> dict[str, float]:
     """Largest total event rate (per day) over the state classes of each type."""
     table = rate_table(exp)
     return {name: float(table[t].sum(axis=-1).max()) for t, name in enumerate(exp.type_names)}
+
+
+def check_time_step(exp: Experiment) -> None:
+    """Refuse a dt too coarse for the config's rates (:class:`engraft.config.schema.ScopedError`).
+
+    Competing risks are exact per step only while R dt stays small: the
+    error names the worst type and the largest dt that fits.
+    """
+    from engraft.config.schema import ScopedError
+
+    t = exp.time
+    for name, rate in max_total_rates(exp).items():
+        if rate * t.dt_days > t.max_event_probability:
+            largest = t.max_event_probability / rate
+            raise ScopedError(
+                "time.dt_days", t.dt_days,
+                f"too coarse for cell type {name} (total rate {rate:g}/day x dt exceeds "
+                f"time.max_event_probability={t.max_event_probability:g}); largest dt that fits is "
+                f"{math.floor(largest * 1e4) / 1e4:g}",
+            )
 
 
 def blood_outcome_probabilities(lodging_rate: float, death_rate: float, dt: float

@@ -1,9 +1,10 @@
 """Orchestration of a run: burn-in, conditioning, infusion, chunked kernel calls, records.
 
 Layers (style guide): config -> :class:`Simulation` (state arrays and the
-timeline) -> :func:`engraft.kernel.sequential.run_steps` (compiled, arrays
-only). The kernel runs many steps per call and returns to Python only at the
-next record, snapshot or event, so Python costs stay per record, not per step.
+timeline) -> :func:`engraft.kernel.sequential.run_steps` (compiled; named tuples
+of arrays, :mod:`engraft.kernel.structs`). The kernel runs many steps per call
+and returns to Python only at the next record, snapshot or event, so Python
+costs stay per record, not per step.
 
 Random streams: the run's seed feeds one :class:`numpy.random.SeedSequence`;
 its first child drives set-up in Python (niche map, conditioning, infusions,
@@ -23,17 +24,11 @@ import numpy as np
 from engraft import rates, tally
 from engraft.config.load import ConfigError
 from engraft.config.schema import Experiment, InfusionConfig
-from engraft.kernel import parallel
+from engraft.kernel import parallel, sequential
+from engraft.kernel.layout import C_EMPTY, C_EMPTY_NICHE, N_EXIT_QUANTITIES
 from engraft.kernel.rng import seed_state
-from engraft.kernel.sequential import (
-    C_EMPTY,
-    C_EMPTY_NICHE,
-    N_EXIT_QUANTITIES,
-    T_IS_HSC,
-    T_MAX_DIV,
-    T_TERMINAL,
-    run_steps,
-)
+from engraft.kernel.structs import Lattice, Rules
+from engraft.kernel.structs import Pool as KernelPool
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, index_dtype, neighbour_offsets, niche_map
 from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
 
@@ -119,25 +114,6 @@ def check_infusions(exp: Experiment) -> None:
                 f"(scale {scales(exp)[name]:.3g} body cells per lattice cell); at least one is "
                 f"needed: use lattice.size >= {math.ceil(needed)} or a larger dose"
             )
-
-
-def preflight(exp: Experiment) -> None:
-    """Every check a run makes before it starts, so ``validate`` and sweeps refuse what ``run`` would.
-
-    Raises
-    ------
-    ConfigError
-        Memory beyond the machine, a dose that gives no lattice cell, a run
-        the Mesa engine cannot finish.
-    """
-    from engraft.config.load import check_memory
-
-    check_memory(exp)
-    check_infusions(exp)
-    if exp.engine == "mesa":
-        from engraft.reference.model import check_reference_cost
-
-        check_reference_cost(exp)
 
 
 def sample_vcn(inf: InfusionConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -317,67 +293,54 @@ def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
 # ----------------------------------------------------------------------------------
 # kernel parameter arrays
 # ----------------------------------------------------------------------------------
-@dataclass
-class KernelTables:
-    """Every number the kernel needs, as arrays (built once per run)."""
-
-    geom: np.ndarray
-    offsets: np.ndarray
-    tint: np.ndarray
-    diff_cum: np.ndarray
-    exit_cum: np.ndarray
-    hsc_type: int
-    hsc_diff_type: int
-    hsc_par: np.ndarray
-    p_any: np.ndarray
-    cum: np.ndarray
-    blood_par: np.ndarray
-    expr_weight: np.ndarray
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> KernelTables:
-        names = exp.type_names
-        n = len(names)
-        lat = exp.lattice
-        geom = np.array([lat.dims, lat.size, lat.boundary == "periodic",
-                         exp.circulation.placement == "pool"], dtype=np.int64)
-        tint = np.zeros((n, 3), dtype=np.int64)
-        diff_cum = np.zeros((n, n))
-        exit_cum = np.zeros((n, n))
-        for t, name in enumerate(names):
-            ct = exp.cell_types[name]
-            tint[t, T_IS_HSC] = ct.kind == "hsc"
-            if ct.kind == "progenitor":
-                tint[t, T_MAX_DIV] = ct.max_divisions
-                tint[t, T_TERMINAL] = ct.lineage is not None
-                p = np.array([ct.differentiation.get(other, 0.0) for other in names])
-                diff_cum[t] = np.cumsum(p / p.sum())
-                q = p.copy()
-                q[t] = 0.0
-                if q.sum() > 0:
-                    exit_cum[t] = np.cumsum(q / q.sum())
-                diff_cum[t, -1] = 1.0
-        hsc = exp.cell_types[exp.hsc_type]
-        p_any, cum = rates.step_tables(exp)
-        return cls(
-            geom=geom,
-            offsets=neighbour_offsets(lat.dims, lat.neighbourhood),
-            tint=tint,
-            diff_cum=diff_cum,
-            exit_cum=exit_cum,
-            hsc_type=names.index(exp.hsc_type),
-            hsc_diff_type=names.index(hsc.differentiated_type),
-            hsc_par=np.array([hsc.self_renewal,
-                              rates.affinity_decay_per_step(hsc.affinity_loss_rate, exp.time.dt_days),
-                              hsc.affinity_min]),
-            p_any=p_any,
-            cum=cum,
-            blood_par=np.array([exp.circulation.lodging_rate,
-                                24 * 60 / exp.circulation.blood_lifetime_minutes,
-                                exp.time.dt_days]),
-            expr_weight=tally.expression_weights(exp.transgene.vcn_response,
-                                                 exp.transgene.vcn_half_saturation),
-        )
+def kernel_rules(exp: Experiment) -> Rules:
+    """Every number of the rules, as the kernels take them (built once per run)."""
+    names = exp.type_names
+    n = len(names)
+    lat = exp.lattice
+    is_hsc = np.zeros(n, dtype=np.int64)
+    max_divisions = np.zeros(n, dtype=np.int64)
+    terminal = np.zeros(n, dtype=np.int64)
+    diff_cum = np.zeros((n, n))
+    exit_cum = np.zeros((n, n))
+    for t, name in enumerate(names):
+        ct = exp.cell_types[name]
+        is_hsc[t] = ct.kind == "hsc"
+        if ct.kind == "progenitor":
+            max_divisions[t] = ct.max_divisions
+            terminal[t] = ct.lineage is not None
+            p = np.array([ct.differentiation.get(other, 0.0) for other in names])
+            diff_cum[t] = np.cumsum(p / p.sum())
+            q = p.copy()
+            q[t] = 0.0
+            if q.sum() > 0:
+                exit_cum[t] = np.cumsum(q / q.sum())
+            diff_cum[t, -1] = 1.0
+    hsc = exp.cell_types[exp.hsc_type]
+    p_any, cum = rates.step_tables(exp)
+    return Rules(
+        dims=int(lat.dims),
+        size=int(lat.size),
+        periodic=bool(lat.boundary == "periodic"),
+        placement_pool=bool(exp.circulation.placement == "pool"),
+        offsets=neighbour_offsets(lat.dims, lat.neighbourhood),
+        is_hsc=is_hsc,
+        max_divisions=max_divisions,
+        terminal=terminal,
+        diff_cum=diff_cum,
+        exit_cum=exit_cum,
+        hsc_type=names.index(exp.hsc_type),
+        hsc_diff_type=names.index(hsc.differentiated_type),
+        self_renewal=float(hsc.self_renewal),
+        affinity_decay=float(rates.affinity_decay_per_step(hsc.affinity_loss_rate, exp.time.dt_days)),
+        affinity_min=float(hsc.affinity_min),
+        p_any=p_any,
+        cum=cum,
+        lodging_rate=float(exp.circulation.lodging_rate),
+        death_rate=float(24 * 60 / exp.circulation.blood_lifetime_minutes),
+        dt=float(exp.time.dt_days),
+        expr_weight=tally.expression_weights(exp.transgene.vcn_response, exp.transgene.vcn_half_saturation),
+    )
 
 
 @dataclass
@@ -501,7 +464,7 @@ class Simulation:
         self.rng = np.random.default_rng(setup_seq)
         self.kstate = seed_state(kernel_seq)
         self.timeline = Timeline.from_experiment(exp)
-        self.tables = KernelTables.from_experiment(exp)
+        self.rules = kernel_rules(exp)
         self.tally_tables = TallyTables.from_experiment(exp)
         self.spec = ReadoutSpec.from_experiment(exp)
         lat = exp.lattice
@@ -533,7 +496,7 @@ class Simulation:
     def _seed_host_hscs(self) -> None:
         """Host HSCs fill every niche, quiescent, before burn-in."""
         s = self.state
-        s.ctype[self.niche_sites] = self.tables.hsc_type
+        s.ctype[self.niche_sites] = self.rules.hsc_type
         s.flags[self.niche_sites] = QUIESCENT
         s.affinity[self.niche_sites] = 1.0
         self.recount()
@@ -549,29 +512,19 @@ class Simulation:
         """Run ``n_steps`` kernel steps and the tally over them; return the exit counts."""
         exits = np.zeros((n_steps, len(self.exp.type_names), N_EXIT_QUANTITIES))
         done = 0
-        s, p, t = self.state, self.pool, self.tables
+        s, p = self.state, self.pool
+        lattice = Lattice(s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
+                          self.counters)
         while done < n_steps:
+            pool = KernelPool(p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, p.order)  # the pool may grow
             if self.kernel == "parallel":
-                k = parallel.run_steps(
-                    n_steps - done, self.step - self.timeline.first_step + done,
-                    np.uint64(parallel.counter_key(self.kstate)), exits[done:],
-                    s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
-                    self.counters,
-                    t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
-                    t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
-                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, p.order,
-                    *self.workspace,
-                )
+                first_step = self.step - self.timeline.first_step + done
+                key = np.uint64(parallel.counter_key(self.kstate))
+                k = parallel.run_steps(n_steps - done, first_step, key, exits[done:], lattice, pool, self.rules,
+                                       self.workspace)
             else:
-                k = run_steps(
-                    n_steps - done, exits[done:],
-                    s.ctype, s.flags, s.vcn, s.divs, s.clone, s.affinity, s.niche, self.niche_sites,
-                    self.order, self.counters,
-                    t.geom, t.offsets, t.tint, t.diff_cum, t.exit_cum, t.hsc_type, t.hsc_diff_type,
-                    t.hsc_par, t.p_any, t.cum, t.blood_par, t.expr_weight,
-                    p.ctype, p.flags, p.vcn, p.divs, p.clone, p.n, p.order,
-                    self.kstate,
-                )
+                k = sequential.run_steps(n_steps - done, exits[done:], lattice, pool, self.rules, self.order,
+                                         self.kstate)
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)
@@ -625,8 +578,8 @@ class Simulation:
         transduced = self.rng.random(n) < inf.transduction
         vcn = np.zeros(n, dtype=np.uint8)
         vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
-        divs = self.tables.tint[ctype, T_MAX_DIV].astype(np.uint8)
-        divs[ctype == self.tables.hsc_type] = 0
+        divs = self.rules.max_divisions[ctype].astype(np.uint8)
+        divs[ctype == self.rules.hsc_type] = 0
         clone = np.arange(self.next_clone, self.next_clone + n, dtype=np.int32)
         self.next_clone += n
         self.clone_vcn.append(vcn.copy())
@@ -674,36 +627,3 @@ class Simulation:
             wall_seconds=time.perf_counter() - start,
             extra={"scales": scales(self.exp), "kernel": self.kernel},
         )
-
-
-def simulate(exp: Experiment, seed: int | None = None, engine: str | None = None,
-             progress: ProgressCallback | None = None, kernel: str | None = None) -> Result:
-    """Run one experiment and return its :class:`Result`.
-
-    Parameters
-    ----------
-    exp : a validated experiment (see :func:`engraft.load_config`).
-    seed : overrides ``exp.seed``.
-    engine : ``"kernel"`` (compiled, default) or ``"mesa"`` (the reference model);
-        defaults to ``exp.engine``.
-    progress : called as ``progress(steps_done, steps_total)``.
-    kernel : with the kernel engine, ``"sequential"`` (random sequential update,
-        the reference dynamics) or ``"parallel"`` (sublattice updates on all
-        Numba threads; the same results for any thread count, statistically
-        equivalent to the sequential kernel); defaults to ``exp.kernel``.
-
-    The result's config names the engine and kernel that ran, so running it
-    again gives the same result.
-    """
-    engine = engine or exp.engine
-    if engine == "kernel":
-        return Simulation(exp, seed, kernel=kernel).run(progress)
-    if engine == "mesa":
-        from engraft.reference import run_reference
-
-        if (kernel or "sequential") != "sequential":
-            raise ValueError(f"kernel: the mesa engine has one update order, 'sequential'; got {kernel!r}")
-        if exp.engine != "mesa" or exp.kernel != "sequential":
-            exp = exp.model_copy(update={"engine": "mesa", "kernel": "sequential"})
-        return run_reference(exp, seed, progress)
-    raise ValueError(f"engine: must be 'kernel' or 'mesa', got {engine!r}")

@@ -36,11 +36,13 @@ import numpy as np
 from numba import njit
 
 from engraft.errors import NumericalFailure
+from engraft.kernel import layout
 from engraft.kernel.jit import JIT
 
-# quantities per compartment (same order as the kernel's exit counts)
-CELLS, GRAFT_CELLS, TRANSDUCED_CELLS, VECTOR_COPIES, EXPRESSION_UNITS = 0, 1, 2, 3, 4
-N_QUANTITIES = 5
+# quantities per compartment: the numbering of the kernels' exit counts
+CELLS, GRAFT_CELLS, TRANSDUCED_CELLS = layout.X_CELLS, layout.X_GRAFT, layout.X_TRANSDUCED
+VECTOR_COPIES, EXPRESSION_UNITS = layout.X_VCN, layout.X_EXPRESSION
+N_QUANTITIES = layout.N_EXIT_QUANTITIES
 
 SEVERITY_CLASSES = ("severe", "moderate", "mild", "normal")
 

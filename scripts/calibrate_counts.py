@@ -71,7 +71,7 @@ def steady_counts(exp, seed: int, days: float) -> dict[str, float]:
 
 
 def transplant_readouts(exp, seeds: list[int]) -> list[dict]:
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     return [simulate(exp, seed=s, kernel="parallel").summary for s in seeds]
 

@@ -19,10 +19,15 @@ QUIET = [
 ]
 
 
-def quiet_sim(*overrides: str, seed: int = 0) -> Simulation:
-    """A tiny-config simulation with all rates zero (plus ``overrides``) and an empty lattice."""
+#: the kernel quiet_sim runs (tests/test_rules.py runs each rule test on both)
+KERNEL = "sequential"
+
+
+def quiet_sim(*overrides: str, seed: int = 0, kernel: str | None = None) -> Simulation:
+    """A tiny-config simulation with all rates zero (plus ``overrides``) and an empty lattice,
+    on ``kernel`` (default :data:`KERNEL`)."""
     exp = load_config(CONFIGS / "tiny.yaml", [*QUIET, *overrides])
-    sim = Simulation(exp, seed=seed)
+    sim = Simulation(exp, seed=seed, kernel=kernel or KERNEL)
     clear(sim)
     sim.burn_in()
     return sim
@@ -50,7 +55,7 @@ def put(sim: Simulation, sites, type_name: str, *, graft=False, quiescent=False,
     s.ctype[sites] = t
     s.flags[sites] = (GRAFT if graft else 0) | (QUIESCENT if quiescent else 0)
     s.vcn[sites] = vcn
-    s.divs[sites] = sim.tables.tint[t, 1] if divs is None else divs
+    s.divs[sites] = sim.rules.max_divisions[t] if divs is None else divs
     s.clone[sites] = clone
     s.affinity[sites] = affinity
     sim.recount()

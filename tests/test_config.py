@@ -42,7 +42,7 @@ def test_shipped_configs_are_valid(path):
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
 def test_invalid_corpus_message(path):
-    from engraft.simulation import preflight
+    from engraft.engines import preflight
     from engraft.sweep import load_sweep
     from tests.test_hostile import is_sweep_file
 

@@ -266,7 +266,7 @@ def test_records_are_daily_while_counts_are_low_whatever_the_interval():
                                               "blood_counts.daily_records_until_day=0",
                                               "blood_counts.daily_below_anc_1e9_per_L=100",
                                               "blood_counts.daily_below_platelets_1e9_per_L=1e9"])
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     days = simulate(exp).timeseries["day"].to_numpy()
     # every count is "low" at these levels: daily from day 0 on
@@ -320,7 +320,7 @@ def test_steady_state_counts_are_normal():
 
 def test_both_engines_share_the_counts_and_the_regimen():
     """The Mesa reference and the kernel write the same count columns and read-outs, from the first dose."""
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     exp = load_config(CONFIGS / "tiny.yaml", ["conditioning.day=null", "conditioning.days=[-2, -1]",
                                               "time.duration_days=30", "time.burn_in_days=20"])

@@ -41,12 +41,12 @@ def one_error_line(capsys) -> str:
 @pytest.fixture
 def no_simulation(monkeypatch):
     """Fail the test if a simulation starts: the refusal must come first."""
-    import engraft.simulation
+    import engraft.engines
 
     def refuse(*args, **kwargs):
         raise AssertionError("a simulation ran before the output was checked")
 
-    monkeypatch.setattr(engraft.simulation, "simulate", refuse)
+    monkeypatch.setattr(engraft.engines, "simulate", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -334,7 +334,7 @@ def test_stripe_free_sets_follow_the_sweep(dims, size, planes):
 def test_fixed_daughters_are_the_only_outcome_of_the_draw():
     """Where fixed_daughters names a type, daughter_type_from gives it for every draw in [0, 1), so
     the kernel may leave the draws out; where it says -1, the draw can give two types."""
-    from engraft.kernel.sequential import daughter_type_from
+    from engraft.kernel.rules import draw_daughter_type
 
     diff_cum = np.array([
         [0.0, 0.0, 0.0, 0.0],  # the HSC's row: its daughters follow self-renewal
@@ -347,7 +347,7 @@ def test_fixed_daughters_are_the_only_outcome_of_the_draw():
     np.testing.assert_array_equal(fixed, [-1, -1, 2, 0, -1])
     draws = np.concatenate([[0.0, 1e-18, 0.5, 1.0 - 2.0**-53], np.random.default_rng(6).random(200)])
     for t in range(1, diff_cum.shape[0]):
-        outcomes = {daughter_type_from(u, t, diff_cum, 0, 1, 0.5) for u in draws}
+        outcomes = {draw_daughter_type(u, t, 0, 1, 0.5, diff_cum) for u in draws}
         assert outcomes == {fixed[t]} if fixed[t] >= 0 else len(outcomes) >= 2, (t, outcomes)
 
 
@@ -357,14 +357,15 @@ def test_division_thresholds_mark_draws_that_divide_in_every_state(division_fact
     u / p_any) says "divide" in every transgene state, and the threshold is the smallest p_any x
     cum[..., 0] over the states, less at most a relative 1e-9 (the fast "division waits" test of
     crowded lines); 0 for HSCs. Transduced cells dividing slower or faster make the states differ."""
-    from engraft.kernel.sequential import E_DIVIDE
+    from engraft.kernel.layout import E_DIVIDE
+    from engraft.kernel.rules import draw_event
 
     exp = load_config(CONFIGS / "tiny.yaml", [f"transgene.fitness.division_factor={division_factor}"])
-    t = Simulation(exp, seed=0).tables
-    thr = parallel.division_thresholds(t.tint, t.p_any, t.cum)
+    t = Simulation(exp, seed=0).rules
+    thr = parallel.division_thresholds(t)
     n_checked = 0
-    for ct in range(t.tint.shape[0]):
-        if t.tint[ct, 0]:  # an HSC
+    for ct in range(t.is_hsc.shape[0]):
+        if t.is_hsc[ct]:  # an HSC
             assert thr[ct] == 0
             continue
         p_div = t.p_any[ct, 0, :] * t.cum[ct, 0, :, 0]
@@ -382,7 +383,7 @@ def test_division_thresholds_mark_draws_that_divide_in_every_state(division_fact
             for bits in below:
                 u = float(bits) * parallel.U53
                 assert u < p
-                assert parallel.draw_event(t.cum, ct, 0, g, u / p) == E_DIVIDE
+                assert draw_event(u, ct, 0, g, t.p_any, t.cum) == E_DIVIDE
                 n_checked += 1
     assert n_checked > 0
 

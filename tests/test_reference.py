@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import engraft.simulation
+import engraft.kernel.sequential
 from engraft import ConfigError, load_config, rates, simulate, tally
-from engraft.kernel.sequential import empty_neighbours
+from engraft.kernel.rules import empty_neighbours
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, neighbour_offsets, site_coordinates
 from engraft.reference import (
     HSC,
@@ -28,7 +28,7 @@ from engraft.reference import (
     reference_cost,
     run_reference,
 )
-from engraft.simulation import Simulation
+from engraft.simulation import Simulation, kernel_rules
 
 DATA = Path(__file__).resolve().parent / "data" / "configs"
 FROZEN = DATA / "equivalence_frozen.yaml"
@@ -200,12 +200,12 @@ def test_off_niche_hsc_commits_when_affinity_runs_out_exactly_as_the_kernel():
     s.ctype[:] = EMPTY
     s.flags[:] = 0
     site = int(np.flatnonzero(s.niche == 0)[0])
-    s.ctype[site] = sim.tables.hsc_type
+    s.ctype[site] = sim.rules.hsc_type
     s.affinity[site] = 1.0
     sim.recount()
     sim.burn_in()
     kernel_steps = 0
-    while s.ctype[site] == sim.tables.hsc_type:
+    while s.ctype[site] == sim.rules.hsc_type:
         sim.advance(1)
         kernel_steps += 1
     assert mesa_steps == kernel_steps == expected
@@ -244,14 +244,15 @@ def test_grid_neighbourhoods_are_the_kernels(dims, neighbourhood, boundary):
                         f"lattice.boundary={boundary}", "marrow.progenitor_count=1000")
     coords = site_coordinates(size, dims)
     assert [s.coordinate for s in model.sites] == [tuple(c) for c in coords.tolist()]
-    geom = np.array([dims, size, boundary == "periodic", 0], dtype=np.int64)
+    rules = kernel_rules(model.exp)
     offsets = neighbour_offsets(dims, neighbourhood)
+    np.testing.assert_array_equal(rules.offsets, offsets)
     n = size**dims
     ctype = np.full(n, EMPTY, dtype=np.int8)
     niche = np.zeros(n, dtype=np.uint8)
     buf = np.empty(offsets.shape[0], dtype=np.int64)
     for i, site in enumerate(model.sites):
-        k = empty_neighbours(i, geom, offsets, ctype, niche, True, buf)
+        k = empty_neighbours(i, rules, ctype, niche, True, buf)
         assert {model.site_index[c] for c in site.neighborhood} == set(buf[:k].tolist())
 
 
@@ -417,7 +418,7 @@ def test_identical_exit_streams_give_identical_blood_and_plasma(monkeypatch):
         self.step_exits = stream[mesa_step[0]].copy()
         mesa_step[0] += 1
 
-    monkeypatch.setattr(engraft.simulation, "run_steps", kernel_steps)
+    monkeypatch.setattr(engraft.kernel.sequential, "run_steps", kernel_steps)
     monkeypatch.setattr(ReferenceModel, "step", mesa_step_fn)
     mesa, kernel = assert_same_tables(exp)
     assert kernel_step[0] == mesa_step[0] == n_steps

@@ -1,4 +1,4 @@
-"""Each rule of the kernel on hand-sized lattices, with exact or binomial expectations.
+"""Each rule of the kernels on hand-sized lattices, with exact or binomial expectations.
 
 Probabilistic checks use the exact per-step probabilities of engraft.rates
 and a two-sided binomial / multinomial test at alpha = 1e-3.
@@ -12,11 +12,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engraft.kernel.sequential import X_CELLS, X_EXPRESSION, X_GRAFT, X_TRANSDUCED, X_VCN, empty_neighbours
+from engraft.kernel.layout import X_CELLS, X_EXPRESSION, X_GRAFT, X_TRANSDUCED, X_VCN
+from engraft.kernel.rules import empty_neighbours
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, neighbour_offsets
+from tests import rulesupport
 from tests.rulesupport import put, quiet_sim, site
 
 ALPHA = 1e-3
+
+
+@pytest.fixture(autouse=True, params=["sequential", "parallel"])
+def kernel(request, monkeypatch):
+    """Every rule test runs on both kernels: they share the rules (engraft.kernel.rules) and differ
+    in visit order and random stream only, which the expectations here do not depend on."""
+    monkeypatch.setattr(rulesupport, "KERNEL", request.param)
+    return request.param
 
 
 def binomial_ok(k: int, n: int, p: float) -> bool:
@@ -35,7 +45,7 @@ def test_neighbourhood_sizes(dims, hood, count):
 def test_corner_neighbours_respect_boundary(boundary, expected):
     sim = quiet_sim(f"lattice.boundary={boundary}", "lattice.niche_fraction=0")
     buf = np.empty(8, dtype=np.int64)
-    n = empty_neighbours(0, sim.tables.geom, sim.tables.offsets, sim.state.ctype, sim.state.niche, True, buf)
+    n = empty_neighbours(0, sim.rules, sim.state.ctype, sim.state.niche, True, buf)
     assert n == expected
 
 
@@ -132,13 +142,13 @@ def test_exhausted_multipotent_progenitor_differentiates_in_place():
     expected = np.array([0.4, 0.2, 0.3, 0.1]) * 200
     observed = got[[names.index(t) for t in ("GMP", "MkP", "EP", "CLP")]]
     assert stats.chisquare(observed, expected).pvalue > ALPHA
-    assert (sim.state.divs[:200] == [sim.tables.tint[t, 1] for t in sim.state.ctype[:200]]).all()
+    assert (sim.state.divs[:200] == [sim.rules.max_divisions[t] for t in sim.state.ctype[:200]]).all()
 
 
 def test_off_niche_hsc_commits_after_exact_affinity_loss():
     sim = quiet_sim("lattice.niche_fraction=0")
     put(sim, 10, "HSC", affinity=1.0)
-    decay, a_min = sim.tables.hsc_par[1], sim.tables.hsc_par[2]
+    decay, a_min = sim.rules.affinity_decay, sim.rules.affinity_min
     steps = math.ceil(math.log(a_min) / math.log(decay))
     # float32 affinity: the product is rounded each step; allow that one step
     mpp = sim.exp.type_names.index("MPP")
@@ -146,7 +156,7 @@ def test_off_niche_hsc_commits_after_exact_affinity_loss():
     assert sim.state.ctype[10] == 0
     sim.advance(2)
     assert sim.state.ctype[10] == mpp
-    assert sim.state.divs[10] == sim.tables.tint[mpp, 1]
+    assert sim.state.divs[10] == sim.rules.max_divisions[mpp]
 
 
 def test_self_renewing_hsc_daughter_rests_in_a_niche_and_mother_returns_to_rest():

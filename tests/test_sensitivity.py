@@ -41,18 +41,18 @@ def additive(exp) -> float:
 
 @pytest.fixture
 def analytic_model(monkeypatch):
-    """engraft.simulation.simulate replaced by the additive function (one real tiny run reused for the files)."""
-    import engraft.simulation
+    """engraft.engines.simulate replaced by the additive function (one real tiny run reused for the files)."""
+    import engraft.engines
     from engraft import load_config
 
-    template = engraft.simulation.simulate(load_config(ROOT / "configs" / "tiny.yaml",
-                                                       ["time.duration_days=10", "time.burn_in_days=2"]))
+    template = engraft.engines.simulate(load_config(ROOT / "configs" / "tiny.yaml",
+                                                    ["time.duration_days=10", "time.burn_in_days=2"]))
 
     def simulate(exp, seed=None, **kwargs):
         summary = {**template.summary, "final_factor_iu_dl": additive(exp)}
         return dataclasses.replace(template, config=exp, seed=seed, summary=summary)
 
-    monkeypatch.setattr(engraft.simulation, "simulate", simulate)
+    monkeypatch.setattr(engraft.engines, "simulate", simulate)
 
 
 def write_design(tmp_path, kind: str, samples: int, **extra):

@@ -7,8 +7,9 @@ import pytest
 
 from engraft import ConfigError, load_config
 from engraft.cli import main
+from engraft.engines import simulate
 from engraft.results import write_run
-from engraft.simulation import Timeline, simulate
+from engraft.simulation import Timeline
 from tests.conftest import CONFIGS
 
 SPARSE = ["time.lattice_record_interval_days=20", "time.lattice_record_after_days=30"]

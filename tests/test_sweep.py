@@ -17,8 +17,8 @@ import yaml
 
 from engraft.cli import main
 from engraft.config.load import ConfigError, load_yaml, resolve_bases
+from engraft.engines import simulate
 from engraft.results import write_run
-from engraft.simulation import simulate
 from engraft.sweep import load_sweep, parse_sweep, run_seeds, run_sweep
 from tests.conftest import DATA, ROOT
 
@@ -250,18 +250,18 @@ def test_changed_config_is_refused_and_the_same_reused(tmp_path, capsys):
 
 
 def test_failing_run_is_recorded_counted_and_retried(tmp_path, capsys, monkeypatch):
-    import engraft.simulation
+    import engraft.engines
 
     sweep = load_sweep(SWEEP)
     doomed = {sweep.runs[1].seed, sweep.runs[6].seed}
-    real_simulate = engraft.simulation.simulate
+    real_simulate = engraft.engines.simulate
 
     def simulate(exp, seed=None, **kwargs):
         if seed in doomed:
             raise FloatingPointError("the pool overflowed (a stand-in for a run that raises)")
         return real_simulate(exp, seed=seed, **kwargs)
 
-    monkeypatch.setattr(engraft.simulation, "simulate", simulate)
+    monkeypatch.setattr(engraft.engines, "simulate", simulate)
     out = tmp_path / "out"
     assert main(["sweep", str(SWEEP), "--out", str(out), "-q", "--workers", "1"]) == 1
     text = capsys.readouterr().out
@@ -274,7 +274,7 @@ def test_failing_run_is_recorded_counted_and_retried(tmp_path, capsys, monkeypat
     assert agg.loc["r00001", "status"] == "failed" and "FloatingPointError" in agg.loc["r00001", "error"]
     assert np.isnan(agg.loc["r00001", "final_factor_iu_dl"])
 
-    monkeypatch.setattr(engraft.simulation, "simulate", real_simulate)  # fixed: a rerun retries only those
+    monkeypatch.setattr(engraft.engines, "simulate", real_simulate)  # fixed: a rerun retries only those
     assert main(["sweep", str(SWEEP), "--out", str(out), "-q", "--workers", "1"]) == 0
     assert f"2 ran now, {N_RUNS - 2} reused" in capsys.readouterr().out
     assert run_names(out) == [f"r{i:05d}" for i in range(N_RUNS)]  # the error records are gone

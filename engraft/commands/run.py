@@ -101,9 +101,9 @@ def format_summary(summary: dict, out: Path) -> str:
 def main(args) -> int:
     import shutil
 
+    from engraft.engines import preflight, simulate
     from engraft.outputs import check_run_dir, stage_dir
     from engraft.results import check_disk_space
-    from engraft.simulation import preflight, simulate
 
     # --engine and --kernel are config overrides, so the run's config.yaml names what ran
     overrides = list(args.overrides)

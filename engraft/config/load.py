@@ -20,9 +20,9 @@ from pydantic import BaseModel, ValidationError
 from engraft.config.safe_yaml import YAMLInputError, YAMLSyntaxError, parse, read_yaml_file
 from engraft.config.schema import Experiment, ScopedError
 from engraft.errors import UserError, brief
+from engraft.kernel.layout import STATE_BYTES_PER_SITE
+from engraft.rates import check_time_step
 
-#: bytes of lattice state per site (see engraft.lattice.State)
-STATE_BYTES_PER_SITE = 13
 #: longest chain of ``base:`` files
 MAX_BASE_DEPTH = 16
 
@@ -260,11 +260,13 @@ def _is_mapping_key(path: list, part) -> bool:
 def validate(data: dict) -> Experiment:
     """Validate a plain mapping into an :class:`Experiment` or raise :class:`ConfigError`."""
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
+        check_time_step(exp)
+        return exp
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise ConfigError(_describe_error(errors[0], data)) from None
-    except ScopedError as exc:  # pragma: no cover - pydantic wraps these; kept for clarity
+    except ScopedError as exc:  # check_time_step's (pydantic wraps the schema's own)
         raise ConfigError(str(exc)) from None
 
 

@@ -561,9 +561,13 @@ class ScopedError(ValueError):
 
 
 def check_experiment(exp: Experiment) -> None:
-    """Cross-field checks: engine and kernel agree, names that must exist, one HSC type, dt fine enough."""
-    from engraft.rates import max_total_rates
+    """Cross-field checks: engine and kernel agree, names that must exist, one HSC type.
 
+    Whether dt is fine enough for the rates is checked after these, by
+    :func:`engraft.rates.check_time_step` (:func:`engraft.config.load.validate`
+    runs both): it needs the per-step rate tables, and the schema does not
+    import the rules.
+    """
     if exp.engine == "mesa" and exp.kernel != "sequential":
         raise ScopedError("kernel", exp.kernel, "must be 'sequential' with engine 'mesa' (the Mesa engine has "
                           "one update order, random sequential; use engine 'kernel' for the parallel kernel)")
@@ -648,17 +652,6 @@ def check_experiment(exp: Experiment) -> None:
                               "is for the kernel engine (the Mesa engine reads the lattice at every record)")
     if t.duration_days < t.dt_days:
         raise ScopedError("time.duration_days", t.duration_days, f"must be >= time.dt_days ({t.dt_days:g})")
-    # Competing risks are exact per step only while R dt stays small: refuse a
-    # coarse dt, naming the worst type and the largest dt that fits.
-    for name, rate in max_total_rates(exp).items():
-        if rate * t.dt_days > t.max_event_probability:
-            largest = t.max_event_probability / rate
-            raise ScopedError(
-                "time.dt_days", t.dt_days,
-                f"too coarse for cell type {name} (total rate {rate:g}/day x dt exceeds "
-                f"time.max_event_probability={t.max_event_probability:g}); largest dt that fits is "
-                f"{math.floor(largest * 1e4) / 1e4:g}",
-            )
 
 
 def _progenitors(exp: Experiment) -> list[str]:

@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit
 
 from engraft.kernel.jit import JIT
-from engraft.kernel.sequential import EMPTY, GRAFT
+from engraft.kernel.layout import EMPTY
+from engraft.kernel.layout import FLAG_GRAFT as GRAFT
 
 __all__ = ["lattice_census", "nearest_centre_distance", "nearest_centre_distance_within"]
 

@@ -75,42 +75,51 @@ from numba import njit, prange, uint8, uint64
 
 from engraft.kernel.bits import pack_bytes, trailing_zeros
 from engraft.kernel.jit import JIT, PARALLEL_JIT
-from engraft.kernel.rng import U53, splitmix64
-from engraft.kernel.sequential import (
+from engraft.kernel.layout import (
     C_EMPTY,
     E_ACTIVATE,
     E_DIE,
     E_EGRESS,
     E_SILENCE,
     EMPTY,
-    G_DIMS,
-    G_PERIODIC,
-    G_PLACEMENT_POOL,
-    G_SIZE,
+    FLAG_QUIESCENT,
+    HSC_OFF_NICHE,
+    HSC_RESTING,
     N_EXIT_QUANTITIES,
-    QUIESCENT,
-    SILENCED,
-    T_IS_HSC,
-    T_MAX_DIV,
-    T_TERMINAL,
-    blood_phase,
-    daughter_type_from,
+)
+from engraft.kernel.rng import U53, splitmix64
+from engraft.kernel.rules import (
+    RULE_JIT,
+    activate,
+    count_exit,
+    die,
+    differentiate_in_place,
     divisions_for,
-    draw_category,
-    place,
-    record_exit,
+    draw_daughter_type,
+    draw_event,
+    hsc_daughter_divisions,
+    hsc_state,
+    lose_affinity,
+    neighbour_deltas,
+    random_empty_neighbours,
+    renew_mother,
+    rest_in_niche,
+    settle,
+    silence,
+    transgene_state,
+)
+from engraft.kernel.sequential import (
+    blood_phase,
     screen_passes,
     screen_probabilities,
     screen_thresholds,
     shuffle_prefix,
-    transgene_state,
-    vacate,
 )
 
 __all__ = ["N_CHUNKS", "Workspace", "axis_colouring", "coarse_levels", "colour_of_sites", "counter_key",
            "division_thresholds", "fixed_daughters", "free_columns", "free_row", "has_room", "line_from_bits",
            "line_room", "make_workspace", "mark_free", "pack_flags", "run_steps", "screen_line_sparse",
-           "screen_passes", "screen_stripe", "site_uniform", "step_base", "stripe_classes", "stripes"]
+           "screen_passes", "screen_stripe", "site_uniform", "step_base", "StepTables", "stripe_classes", "stripes"]
 
 #: chunks per stripe colour: fixed, so that results do not depend on the thread count
 N_CHUNKS = 64
@@ -375,28 +384,18 @@ def make_workspace(n_sites: int, dims: int, size: int, periodic: bool, n_types: 
 # ----------------------------------------------------------------------------------
 # one chunk of stripes
 # ----------------------------------------------------------------------------------
-@njit(**JIT)
+@njit(**RULE_JIT)
 def park(slot, t, f, v, d, c, push_type, push_flags, push_vcn, push_divs, push_clone):
-    """Park a cell bound for the blood in a chunk's pending slot (as ``pool_push`` does)."""
+    """``enter_blood``: park a cell bound for the blood in a chunk's pending slot (as ``pool_push`` does)."""
     push_type[slot] = t
-    push_flags[slot] = f & ~QUIESCENT
+    push_flags[slot] = f & ~FLAG_QUIESCENT
     push_vcn[slot] = v
     push_divs[slot] = d
     push_clone[slot] = c
 
 
 @njit(**JIT)
-def draw_event(cum, t, h, g, u):
-    """:func:`engraft.kernel.sequential.draw_category` on ``cum[t, h, g]`` (no slice)."""
-    last = cum.shape[3] - 1
-    for e in range(last):
-        if u < cum[t, h, g, e]:
-            return e
-    return last
-
-
-@njit(**JIT)
-def division_thresholds(tint, p_any, cum):
+def division_thresholds(rules):
     """Per cell type: event bits below which a progenitor's event is a division, in every state.
 
     The event is a division (category 0) when ``u < p_any`` and ``u / p_any <
@@ -406,10 +405,12 @@ def division_thresholds(tint, p_any, cum):
     0 for HSCs (their state rows differ on and off a niche) and for types
     that never divide.
     """
-    n_types = tint.shape[0]
+    p_any = rules.p_any
+    cum = rules.cum
+    n_types = p_any.shape[0]
     out = np.zeros(n_types, dtype=np.uint64)
     for t in range(n_types):
-        if tint[t, T_IS_HSC] != 0:
+        if rules.is_hsc[t] != 0:
             continue
         p = 1.0
         for g in range(p_any.shape[2]):
@@ -424,7 +425,7 @@ def fixed_daughters(diff_cum):
     division has a single outcome, else -1 (and -1 for HSCs, whose daughters follow
     self-renewal).
 
-    ``daughter_type_from`` returns the first category whose cumulative
+    ``draw_daughter_type`` returns the first category whose cumulative
     probability exceeds its draw ``u`` (in [0, 1)): when the first positive
     entry of the type's row is already 1, that is the answer for every
     draw, and the two draws need not be made. The counter-based stream gives
@@ -713,17 +714,18 @@ def has_room(colw, x):
             | (colw[hi >> uint64(6)] >> (hi & uint64(63)))) & one
 
 
+class StepTables(NamedTuple):
+    """What :func:`run_steps` derives from the rules once per call, for :func:`sweep_chunk`."""
+
+    deltas: np.ndarray  # site-index offsets of the neighbours, off the edges
+    thresholds: np.ndarray  # screen_thresholds: per type + 1
+    div_thresholds: np.ndarray  # division_thresholds: per type
+    levels: np.ndarray  # coarse_levels
+    fixed_daughter: np.ndarray  # fixed_daughters: per type
+
+
 @njit(**JIT)
-def sweep_chunk(
-    k, t_lo, t_hi, stripe_colour, cur_mark, sparse, bases, colour_order,
-    ctype, flags, vcn, divs, clone, affinity, niche, mark,
-    geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight, axis_first, axis_count,
-    stripe_start, stripe_n, stripe_slot0,
-    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n,
-    scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait, scratch_free,
-):
+def sweep_chunk(k, t_lo, t_hi, stripe_colour, cur_mark, sparse, lat, rules, ws, tabs):
     """Visit the sites of stripes ``t_lo .. t_hi-1`` of one stripe colour (chunk ``k``).
 
     The ``j``-th stripe of colour ``stripe_colour`` is stripe ``stripe_colour
@@ -758,36 +760,55 @@ def sweep_chunk(
     (:func:`mark_free`), so a line reads a few words instead of its
     neighbour rows.
 
-    The neighbour scan is written out here, once for both kinds of division,
-    rather than called: a call with this many array arguments costs more
-    than the scan.
+    The rules are those of :mod:`engraft.kernel.rules`, compiled into this
+    loop; ``lat``, ``rules``: :mod:`engraft.kernel.structs`, ``ws`` the
+    :class:`Workspace`, ``tabs`` the call's :class:`StepTables`.
     """
-    push_n[k] = 0
+    ws.push_n[k] = 0
     if t_lo >= t_hi:
         return
-    dims = geom[G_DIMS]
-    size = geom[G_SIZE]
+    ctype, flags, vcn, divs, clone, affinity, niche = (lat.ctype, lat.flags, lat.vcn, lat.divs, lat.clone,
+                                                        lat.affinity, lat.niche)
+    mark = ws.mark
+    bases = ws.bases
+    colour_order = ws.colour_order
+    axis_first, axis_count = ws.axis_first, ws.axis_count
+    stripe_start, stripe_n, stripe_slot0, stripe_rows = ws.stripe_start, ws.stripe_n, ws.stripe_slot0, ws.stripe_rows
+    counts = ws.chunk_counts[k]
+    chunk_exits = ws.chunk_exits
+    class_words, inner_words = ws.class_words, ws.inner_words
+    deltas, thresholds, div_thresholds, levels = tabs.deltas, tabs.thresholds, tabs.div_thresholds, tabs.levels
+    fixed_daughter = tabs.fixed_daughter
+    # the arrays, read out of the tuples once (an array field read in the loop costs a reference
+    # count increment and decrement each time: engraft.kernel.rules)
+    push_type, push_flags, push_vcn, push_divs, push_clone = ws.push_type, ws.push_flags, ws.push_vcn, ws.push_divs, ws.push_clone
+    is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
+    diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
+    expr_weight, offsets = rules.expr_weight, rules.offsets
+    hsc_diff_type, self_renewal = rules.hsc_diff_type, rules.self_renewal
+    affinity_decay, affinity_min, periodic = rules.affinity_decay, rules.affinity_min, rules.periodic
+    hsc_type = rules.hsc_type
+    dims = rules.dims
+    size = rules.size
     last = size - 1
-    periodic = geom[G_PERIODIC] != 0
-    placement_pool = geom[G_PLACEMENT_POOL] != 0
-    self_renewal = hsc_par[0]
-    affinity_decay = hsc_par[1]
-    affinity_min = hsc_par[2]
+    placement_pool = rules.placement_pool
     n_neighbours = deltas.shape[0]
     # this chunk's pending slots: one per site it visits
     slot0 = stripe_slot0[stripe_colour + 2 * t_lo]
     n_push = 0
     n_axis = axis_first.shape[0]
     b_event = bases[D_EVENT]
-    passed = scratch_line[k]
-    passed_bits = scratch_bits[k]
-    draws = scratch_draws[k]
+    passed = ws.scratch_line[k]
+    passed_bits = ws.scratch_bits[k]
+    draws = ws.scratch_draws[k]
     n_colours = colour_order.shape[0]
-    cols = scratch_cols[k]
-    colw = scratch_colw[k]
-    cand = scratch_cand[k]
-    wait = scratch_wait[k]
-    free = scratch_free[k]
+    cols = ws.scratch_cols[k]
+    colw = ws.scratch_colw[k]
+    cand = ws.scratch_cand[k]
+    wait = ws.scratch_wait[k]
+    free = ws.scratch_free[k]
+    nb_buf = ws.scratch_nb[k]
+    row_flags = ws.scratch_flags[k]
     n_words = colw.shape[0]
     moore = n_neighbours == 3**dims - 1
     # the stripe's free bit sets are read by crowded lines (Moore neighbours, daughters to a
@@ -799,7 +820,7 @@ def sweep_chunk(
         st = stripe_colour + 2 * (t_lo + sc // n_colours)
         if not sparse and sc % n_colours == 0:  # a new stripe: screen it whole, once
             screen_stripe(stripe_rows[st], stripe_rows[st + 1], halo, n_rows, size, b_event, ctype, niche, divs,
-                          hsc_type, levels, scratch_flags[k], cand, wait, free)
+                          hsc_type, levels, row_flags, cand, wait, free)
         free_row0 = stripe_rows[st] - halo  # the lattice row of the free bit sets' row 0
         c = colour_order[sc % n_colours]
         x_class = c % n_axis
@@ -854,43 +875,32 @@ def sweep_chunk(
                 f = flags[i]
                 v = vcn[i]
                 g = transgene_state(v, f)
-                hsc = tint[t, T_IS_HSC] != 0
-                h = 0
+                hsc = is_hsc[t] != 0
+                h = HSC_RESTING
                 if hsc:
-                    if niche[i]:
-                        h = 0 if f & QUIESCENT else 1
-                    else:
-                        h = 2
-                        a = affinity[i] * affinity_decay
-                        affinity[i] = a
-                        if a < affinity_min:
-                            # Roeder-Loeffler: too little niche affinity left -> commit
-                            ctype[i] = hsc_diff_type
-                            divs[i] = tint[hsc_diff_type, T_MAX_DIV]
-                            affinity[i] = 0.0
-                            continue
+                    h = hsc_state(niche[i], f)
+                    if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, affinity_decay, affinity_min, hsc_diff_type,
+                                                              max_divisions):
+                        continue
                 u = float(passed_bits[qq]) * U53  # site_uniform(b_event, i)
-                p = p_any[t, h, g]
-                if u >= p:
+                event = draw_event(u, t, h, g, p_any, cum)
+                if event < 0:
                     continue
-                event = draw_event(cum, t, h, g, u / p)
-
                 if event == E_DIE:
-                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                     if track_free:
                         mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
                 if event == E_SILENCE:
-                    flags[i] = f | SILENCED
+                    silence(i, f, flags)
                     continue
                 if event == E_ACTIVATE:
-                    flags[i] = f & ~QUIESCENT
+                    activate(i, f, flags)
                     continue
                 if event == E_EGRESS:
-                    park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn,
-                         push_divs, push_clone)
+                    park(slot0 + n_push, t, f, v, divs[i], clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                     n_push += 1
-                    vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                     if track_free:
                         mark_free(free, free_row0, size, i, niche[i] == 0)
                     continue
@@ -899,18 +909,16 @@ def sweep_chunk(
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
-                                            hsc_diff_type, self_renewal)
+                    td = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
-                    if tint[t, T_TERMINAL]:
-                        record_exit(k, t, f, v, expr_weight, chunk_exits)
-                        vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, chunk_counts[k])
+                    if terminal[t]:
+                        count_exit(k, t, f, v, expr_weight, chunk_exits)
+                        die(i, ctype, flags, vcn, divs, clone, affinity, niche, counts)
                         if track_free:
                             mark_free(free, free_row0, size, i, niche[i] == 0)
                     else:
-                        tn = draw_category(exit_cum[t], site_uniform(bases[D_TYPE], i))
-                        ctype[i] = tn
-                        divs[i] = tint[tn, T_MAX_DIV]
+                        differentiate_in_place(i, site_uniform(bases[D_TYPE], i), t, ctype, divs, exit_cum,
+                                               max_divisions)
                     continue
                 # then where it goes: a random free neighbour (an HSC daughter may take a
                 # niche) or, with pool placement, the blood
@@ -920,123 +928,78 @@ def sweep_chunk(
                     if use_cols and not for_hsc and 0 < x < last:
                         if has_room(colw, x) == 0:
                             continue  # no room: the division waits
-                    # the free neighbours a daughter may take, listed branch-free; the choice
-                    # is one of them, uniformly
-                    n_free = 0
-                    if inner_yz and 0 < x < last:  # off the edges: fixed index offsets
-                        for nb in range(n_neighbours):
-                            j = i + deltas[nb]
-                            scratch_nb[k, n_free] = j
-                            uj = uint64(j)
-                            n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
-                    else:  # at an edge: wrap (periodic) or skip (closed) each neighbour
-                        for nb in range(n_neighbours):
-                            nx = x + offsets[nb, 0]
-                            ny = y + offsets[nb, 1]
-                            nz = z + offsets[nb, 2]
-                            if periodic:  # offsets are -1, 0 or 1
-                                if nx < 0:
-                                    nx += size
-                                elif nx > last:
-                                    nx -= size
-                                if ny < 0:
-                                    ny += size
-                                elif ny > last:
-                                    ny -= size
-                                if dims == 3:
-                                    if nz < 0:
-                                        nz += size
-                                    elif nz > last:
-                                        nz -= size
-                            elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
-                                continue
-                            j = nx + size * (ny + size * nz)
-                            scratch_nb[k, n_free] = j
-                            uj = uint64(j)  # not negative: no index fix-up
-                            n_free += (ctype[uj] == EMPTY) & (for_hsc | (niche[uj] == 0))
+                    n_free = random_empty_neighbours(i, x, y, z, inner_yz and 0 < x < last, for_hsc, ctype, niche,
+                                                     size, dims, periodic, offsets, deltas, nb_buf)
                     if n_free == 0:
                         continue  # no room: the division waits
-                    target = scratch_nb[k, int(site_uniform(bases[D_TARGET], i) * n_free)]
+                    target = nb_buf[int(site_uniform(bases[D_TARGET], i) * n_free)]
                 if hsc:
-                    dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
-                    df = f & ~QUIESCENT
+                    dd = hsc_daughter_divisions(td, hsc_type, max_divisions)
+                    df = f & ~FLAG_QUIESCENT
                     if placement_pool:
-                        park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn,
-                             push_divs, push_clone)
+                        park(slot0 + n_push, td, df, v, dd, clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                         n_push += 1
                     else:
-                        place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
-                              divs, clone, affinity, niche, chunk_counts[k], td == hsc_type)
+                        settle(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn, divs, clone, affinity, niche, counts,
+                               td == hsc_type)
                         mark[target] = cur_mark
                         if track_free:
                             mark_free(free, free_row0, size, target, False)
-                    if niche[i]:
-                        flags[i] = f | QUIESCENT  # back to rest in its niche
+                    rest_in_niche(i, f, flags, niche)
                 else:
                     t1 = fixed_daughter[t]
                     t2 = t1
                     if t1 < 0:  # daughters of more than one possible type: draw each
-                        t1 = daughter_type_from(site_uniform(bases[D_TYPE], i), t, diff_cum, hsc_type,
-                                                hsc_diff_type, self_renewal)
-                        t2 = daughter_type_from(site_uniform(bases[D_TYPE2], i), t, diff_cum, hsc_type,
-                                                hsc_diff_type, self_renewal)
-                    d2 = divisions_for(t2, t, d, tint)
-                    ctype[i] = t1
-                    divs[i] = divisions_for(t1, t, d, tint)
+                        t1 = draw_daughter_type(site_uniform(bases[D_TYPE], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                        t2 = draw_daughter_type(site_uniform(bases[D_TYPE2], i), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                    d2 = divisions_for(t2, t, d, max_divisions)
+                    renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:
-                        park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn,
-                             push_divs, push_clone)
+                        park(slot0 + n_push, t2, f, v, d2, clone[i], push_type, push_flags, push_vcn, push_divs, push_clone)
                         n_push += 1
                     else:
-                        place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
-                              affinity, niche, chunk_counts[k], False)
+                        settle(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone, affinity, niche, counts, False)
                         mark[target] = cur_mark
                         if track_free:
                             mark_free(free, free_row0, size, target, False)
-    push_n[k] = n_push
+    ws.push_n[k] = n_push
 
 
 # ----------------------------------------------------------------------------------
 # the driver
 # ----------------------------------------------------------------------------------
 @njit(**PARALLEL_JIT)
-def run_steps(
-    n_steps, first_step, key, exits,
-    ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters,
-    geom, offsets, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, cum, blood_par, expr_weight,
-    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
-    mark, axis_first, axis_count, stripe_start, stripe_n, stripe_slot0, colour_order, stripe_order,
-    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs, push_clone, push_n, serial, bases,
-    scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand, scratch_wait, scratch_free,
-):
+def run_steps(n_steps, first_step, key, exits, lat, pool, rules, ws):
     """Advance ``n_steps`` steps; return how many were done.
 
     ``first_step`` is the run's count of kernel steps before this call (the
     counter stream's step of the first one), ``key`` the stream's key
-    (:func:`counter_key`). The arguments after ``pool_order`` are a
-    :class:`Workspace`. As in the sequential kernel, fewer than ``n_steps``
-    are done only when the pool might overflow in the next step, and
-    ``exits[s]`` receives the exits of the s-th step of this call.
+    (:func:`counter_key`); ``lat``, ``pool``, ``rules``:
+    :mod:`engraft.kernel.structs`; ``ws``: the :class:`Workspace` of the
+    lattice (:func:`make_workspace`). As in the sequential kernel, fewer than
+    ``n_steps`` are done only when the pool might overflow in the next step,
+    and ``exits[s]`` receives the exits of the s-th step of this call.
     """
-    n_sites = ctype.shape[0]
+    # the fields this loop reads or writes, as locals (the parallel loop below only passes the
+    # tuples on; writes through a tuple field inside a prange body are unsafe: numba issue 5872)
+    counters = lat.counters
+    mark, bases, serial = ws.mark, ws.bases, ws.serial
+    colour_order, stripe_order, stripe_slot0 = ws.colour_order, ws.stripe_order, ws.stripe_slot0
+    chunk_counts, chunk_exits = ws.chunk_counts, ws.chunk_exits
+    push_n = ws.push_n
+    push_type, push_flags, push_vcn, push_divs, push_clone = ws.push_type, ws.push_flags, ws.push_vcn, ws.push_divs, ws.push_clone
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
+    pool_n = pool.n
+    n_sites = lat.ctype.shape[0]
     n_colours = colour_order.shape[0]
     n_stripes = stripe_slot0.shape[0]
-    lodging_rate = blood_par[0]
-    death_rate = blood_par[1]
-    dt = blood_par[2]
-    capacity = pool_type.shape[0]
-    size = geom[G_SIZE]
-    deltas = np.empty(offsets.shape[0], dtype=np.int64)
-    for k in range(offsets.shape[0]):
-        deltas[k] = offsets[k, 0] + size * (offsets[k, 1] + size * offsets[k, 2])
+    capacity = pool.ctype.shape[0]
     # screening thresholds per cell type + 1: ceil(p 2**53) of screen_probabilities (empty
     # sites never pass)
-    thresholds = screen_thresholds(screen_probabilities(tint, p_any))
-    div_thresholds = division_thresholds(tint, p_any, cum)
-    levels = coarse_levels(thresholds, div_thresholds)
-    fixed_daughter = fixed_daughters(diff_cum)
+    thresholds = screen_thresholds(screen_probabilities(rules))
+    div_thresholds = division_thresholds(rules)
+    tabs = StepTables(deltas=neighbour_deltas(rules), thresholds=thresholds, div_thresholds=div_thresholds,
+                      levels=coarse_levels(thresholds, div_thresholds), fixed_daughter=fixed_daughters(rules.diff_cum))
     # marks from before this call are stale (the state may have been edited in between)
     # (explicit loops here and below: under parallel=True an array expression such as
     # mark[:] = 0 becomes a parallel loop, whose thread launch costs more than it saves)
@@ -1081,29 +1044,10 @@ def run_steps(
             n_chunks = min(N_CHUNKS, n_t) if swept_in_parallel else 1
             if swept_in_parallel:
                 for k in prange(n_chunks):
-                    sweep_chunk(
-                        k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, bases, colour_order,
-                        ctype, flags, vcn, divs, clone, affinity, niche, mark,
-                        geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                        hsc_par, p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight,
-                        axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
-                        chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                        push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-                        stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
-                        scratch_wait, scratch_free,
-                    )
+                    sweep_chunk(k, k * n_t // n_chunks, (k + 1) * n_t // n_chunks, sc, cur_mark, sparse, lat, rules,
+                                ws, tabs)
             else:
-                sweep_chunk(
-                    0, 0, n_t, sc, cur_mark, sparse, bases, colour_order,
-                    ctype, flags, vcn, divs, clone, affinity, niche, mark,
-                    geom, offsets, deltas, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type,
-                    hsc_par, p_any, thresholds, div_thresholds, levels, fixed_daughter, cum, expr_weight,
-                    axis_first, axis_count, stripe_start, stripe_n, stripe_slot0,
-                    chunk_exits, chunk_counts, push_type, push_flags, push_vcn, push_divs,
-                    push_clone, push_n, scratch_nb, scratch_line, scratch_bits, scratch_draws, scratch_cols,
-                    stripe_rows, class_words, inner_words, scratch_colw, scratch_flags, scratch_cand,
-                    scratch_wait, scratch_free,
-                )
+                sweep_chunk(0, 0, n_t, sc, cur_mark, sparse, lat, rules, ws, tabs)
             # the pending blood entries join the pool, chunk by chunk (serial, fixed order)
             w = pool_n[0]
             for k in range(n_chunks):
@@ -1126,7 +1070,5 @@ def run_steps(
                 for x in range(chunk_exits.shape[2]):
                     exits[step, t, x] += chunk_exits[k, t, x]
 
-        blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters, tint,
-                    lodging_rate, death_rate, dt, pool_type, pool_flags, pool_vcn, pool_divs,
-                    pool_clone, pool_n, pool_order, serial)
+        blood_phase(lat, pool, rules, serial)
     return n_steps

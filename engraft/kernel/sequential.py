@@ -55,26 +55,52 @@ import numpy as np
 from numba import njit, uint64
 
 from engraft.kernel.jit import JIT
+from engraft.kernel.layout import (
+    C_EMPTY,
+    C_EMPTY_NICHE,
+    E_ACTIVATE,
+    E_DIE,
+    E_DIVIDE,
+    E_EGRESS,
+    E_SILENCE,
+    EMPTY,
+    FLAG_QUIESCENT,
+    HSC_OFF_NICHE,
+    HSC_RESTING,
+    N_EXIT_QUANTITIES,
+    X_CELLS,
+    X_EXPRESSION,
+    X_GRAFT,
+    X_TRANSDUCED,
+    X_VCN,
+)
 from engraft.kernel.prefetch import prefetch
 from engraft.kernel.rng import randbelow, uniform, xoshiro_step
+from engraft.kernel.rules import (
+    RULE_JIT,
+    activate,
+    count_exit,
+    die,
+    differentiate_in_place,
+    divisions_for,
+    draw_daughter_type,
+    draw_event,
+    hsc_daughter_divisions,
+    hsc_state,
+    lose_affinity,
+    neighbour_deltas,
+    random_empty_neighbours,
+    renew_mother,
+    rest_in_niche,
+    settle,
+    silence,
+    site_coordinates,
+    transgene_state,
+)
 
-# cell flags
-GRAFT = np.uint8(1)
-QUIESCENT = np.uint8(2)
-SILENCED = np.uint8(4)
-EMPTY = -1
-
-# indices into the int64 geometry vector
-G_DIMS, G_SIZE, G_PERIODIC, G_PLACEMENT_POOL = 0, 1, 2, 3
-# columns of the per-type int64 table
-T_IS_HSC, T_MAX_DIV, T_TERMINAL = 0, 1, 2
-# exit tally quantities
-X_CELLS, X_GRAFT, X_TRANSDUCED, X_VCN, X_EXPRESSION = 0, 1, 2, 3, 4
-N_EXIT_QUANTITIES = 5
-# counters
-C_EMPTY, C_EMPTY_NICHE = 0, 1
-# events (same numbers as engraft.rates)
-E_DIVIDE, E_DIE, E_ACTIVATE, E_EGRESS, E_SILENCE = 0, 1, 2, 3, 4
+__all__ = ["C_EMPTY", "C_EMPTY_NICHE", "E_ACTIVATE", "E_DIE", "E_DIVIDE", "E_EGRESS", "E_SILENCE", "EMPTY",
+           "N_EXIT_QUANTITIES", "X_CELLS", "X_EXPRESSION", "X_GRAFT", "X_TRANSDUCED", "X_VCN", "blood_phase",
+           "run_steps", "screen_passes", "screen_probabilities", "screen_thresholds", "shuffle_prefix"]
 
 #: visits between the prefetch of a site's data and its visit (~100 ns of memory latency)
 PREFETCH_AHEAD = 8
@@ -108,7 +134,7 @@ def shuffle_prefix(values, n, state):
 
 
 @njit(**JIT)
-def screen_probabilities(tint, p_any):
+def screen_probabilities(rules):
     """Per cell type + 1 (index 0: empty, 0): the largest ``p_any`` over the type's states.
 
     An HSC's states are resting and active on a niche (off a niche it acts
@@ -116,10 +142,11 @@ def screen_probabilities(tint, p_any):
     state row. A draw at or above this value means no event, whatever the
     cell's transgene state or niche.
     """
-    n_types = tint.shape[0]
+    p_any = rules.p_any
+    n_types = p_any.shape[0]
     p_screen = np.zeros(n_types + 1)
     for t in range(n_types):
-        for h in range(2 if tint[t, T_IS_HSC] != 0 else 1):
+        for h in range(2 if rules.is_hsc[t] != 0 else 1):
             for g in range(p_any.shape[2]):
                 p_screen[t + 1] = max(p_screen[t + 1], p_any[t, h, g])
     return p_screen
@@ -150,108 +177,12 @@ def screen_passes(bits, t, on_niche, hsc_type, thresholds):
     return (bits < thresholds[uint64(t + 1)]) | ((t == hsc_type) & (on_niche == 0))
 
 
-@njit(**JIT)
-def transgene_state(vcn, flags):
-    """0: no vector, 1: expressing, 2: silenced (engraft.rates NONE/EXPRESSING/SILENCED)."""
-    if vcn == 0:
-        return 0
-    if flags & SILENCED:
-        return 2
-    return 1
-
-
-@njit(**JIT)
-def empty_neighbours(site, geom, offsets, ctype, niche, for_hsc, buf):
-    """Write the empty neighbours of ``site`` that a daughter may take into ``buf``.
-
-    An HSC daughter may take any empty neighbour; a progenitor daughter only
-    an empty non-niche one (niches hold HSCs). Returns how many were written.
-    """
-    dims = geom[G_DIMS]
-    size = geom[G_SIZE]
-    periodic = geom[G_PERIODIC] != 0
-    q = site // size
-    x = site - q * size
-    if dims == 3:
-        z = q // size
-        y = q - z * size
-    else:
-        z = 0
-        y = q
-    n = 0
-    for k in range(offsets.shape[0]):
-        nx = x + offsets[k, 0]
-        ny = y + offsets[k, 1]
-        nz = z + offsets[k, 2]
-        if periodic:  # offsets are -1, 0 or 1: wrap without integer division
-            if nx < 0:
-                nx += size
-            elif nx >= size:
-                nx -= size
-            if ny < 0:
-                ny += size
-            elif ny >= size:
-                ny -= size
-            if dims == 3:
-                if nz < 0:
-                    nz += size
-                elif nz >= size:
-                    nz -= size
-        elif nx < 0 or nx >= size or ny < 0 or ny >= size or nz < 0 or nz >= size:
-            continue
-        j = nx + size * (ny + size * nz)
-        if ctype[j] == EMPTY and (for_hsc or not niche[j]):
-            buf[n] = j
-            n += 1
-    return n
-
-
-@njit(**JIT)
-def draw_category(cum_row, u):
-    """Index of the first cumulative probability above ``u``."""
-    for k in range(cum_row.shape[0]):
-        if u < cum_row[k]:
-            return k
-    return cum_row.shape[0] - 1
-
-
-@njit(**JIT)
-def vacate(site, ctype, flags, vcn, divs, clone, affinity, niche, counters):
-    ctype[site] = EMPTY
-    flags[site] = 0
-    vcn[site] = 0
-    divs[site] = 0
-    clone[site] = 0
-    affinity[site] = 0.0
-    counters[C_EMPTY] += 1
-    if niche[site]:
-        counters[C_EMPTY_NICHE] += 1
-
-
-@njit(**JIT)
-def place(site, t, f, v, d, c, a, ctype, flags, vcn, divs, clone, affinity, niche, counters, is_hsc):
-    """Put a cell on an empty site; an HSC landing on a niche becomes quiescent."""
-    if is_hsc and niche[site]:
-        f = f | QUIESCENT
-        a = 1.0
-    else:
-        f = f & ~QUIESCENT
-    ctype[site] = t
-    flags[site] = f
-    vcn[site] = v
-    divs[site] = d
-    clone[site] = c
-    affinity[site] = a
-    counters[C_EMPTY] -= 1
-    if niche[site]:
-        counters[C_EMPTY_NICHE] -= 1
-
-
-@njit(**JIT)
+@njit(**RULE_JIT)
 def pool_push(t, f, v, d, c, pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n):
+    """``enter_blood``: a cell joins the circulating pool (an HSC there does not rest)."""
     k = pool_n[0]
     pool_type[k] = t
-    pool_flags[k] = f & ~QUIESCENT
+    pool_flags[k] = f & ~FLAG_QUIESCENT
     pool_vcn[k] = v
     pool_divs[k] = d
     pool_clone[k] = c
@@ -259,61 +190,33 @@ def pool_push(t, f, v, d, c, pool_type, pool_flags, pool_vcn, pool_divs, pool_cl
 
 
 @njit(**JIT)
-def daughter_type_from(u, t, diff_cum, hsc_type, hsc_diff_type, self_renewal):
-    """Type of a new daughter of a cell of type ``t``, given one uniform draw ``u``."""
-    if t == hsc_type:
-        if u < self_renewal:
-            return hsc_type
-        return hsc_diff_type
-    return draw_category(diff_cum[t], u)
-
-
-@njit(**JIT)
-def daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state):
-    """Type of a new daughter of a cell of type ``t`` (one draw from ``state``)."""
-    return daughter_type_from(uniform(state), t, diff_cum, hsc_type, hsc_diff_type, self_renewal)
-
-
-@njit(**JIT)
-def divisions_for(t_new, t_old, divs_old, tint):
-    """Divisions left of a daughter: one fewer if it kept the type, else its type's maximum."""
-    if t_new == t_old:
-        return divs_old - 1
-    return tint[t_new, T_MAX_DIV]
-
-
-@njit(**JIT)
-def record_exit(row, t, f, v, expr_weight, exits):
-    exits[row, t, X_CELLS] += 1.0
-    if f & GRAFT:
-        exits[row, t, X_GRAFT] += 1.0
-    if v > 0:
-        exits[row, t, X_TRANSDUCED] += 1.0
-        exits[row, t, X_VCN] += v
-        if not (f & SILENCED):
-            exits[row, t, X_EXPRESSION] += expr_weight[v]
-
-
-@njit(**JIT)
-def blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters, tint,
-                lodging_rate, death_rate, dt, pool_type, pool_flags, pool_vcn, pool_divs, pool_clone,
-                pool_n, pool_order, state):
-    """Resolve one step of every circulating cell: it lodges, dies or stays (exactly).
+def blood_phase(lat, pool, rules, state):
+    """``ReferenceModel.resolve_blood``: every circulating cell lodges, dies or stays (exactly).
 
     The cells act in a random order (draws from ``state``), so competition
     for the last free sites is fair; lodged and dead cells leave the pool,
     which is compacted keeping the survivors in index order.
     """
+    ctype, flags, vcn, divs, clone, affinity, niche = (lat.ctype, lat.flags, lat.vcn, lat.divs, lat.clone,
+                                                        lat.affinity, lat.niche)
+    niche_sites = lat.niche_sites
+    counters = lat.counters
+    is_hsc = rules.is_hsc
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
+    pool_order = pool.order
+    lodging_rate = rules.lodging_rate
+    death_rate = rules.death_rate
+    dt = rules.dt
     n_sites = ctype.shape[0]
     n_niche = niche_sites.shape[0]
-    n_pool = pool_n[0]
+    n_pool = pool.n[0]
     for k in range(n_pool):
         pool_order[k] = k
     shuffle_prefix(pool_order, n_pool, state)
     for j in range(n_pool):
         k = pool_order[j]
         t = pool_type[k]
-        hsc = tint[t, T_IS_HSC] != 0
+        hsc = is_hsc[t] != 0
         if hsc:
             free = counters[C_EMPTY_NICHE] / n_niche if n_niche > 0 else 0.0
         else:
@@ -332,8 +235,7 @@ def blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, co
                     site = randbelow(state, n_sites)
                 if ctype[site] == EMPTY and (hsc or not niche[site]):
                     break
-            place(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k],
-                  1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
+            settle(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k], 1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
             pool_type[k] = EMPTY
         elif u < happened:
             pool_type[k] = EMPTY
@@ -347,46 +249,45 @@ def blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, co
             pool_divs[w] = pool_divs[k]
             pool_clone[w] = pool_clone[k]
             w += 1
-    pool_n[0] = w
+    pool.n[0] = w
 
 
 @njit(**JIT)
-def run_steps(
-    n_steps, exits,
-    ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, order, counters,
-    geom, offsets, tint, diff_cum, exit_cum, hsc_type, hsc_diff_type, hsc_par,
-    p_any, cum, blood_par, expr_weight,
-    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n, pool_order,
-    state,
-):
+def run_steps(n_steps, exits, lat, pool, rules, order, state):
     """Advance ``n_steps`` steps; return how many were done.
 
-    Fewer than ``n_steps`` are done only when the pool arrays might overflow
-    in the next step; the caller then grows them and calls again.
-    ``exits[s]`` receives the exits of the s-th step of this call.
+    ``lat``, ``pool``, ``rules``: :mod:`engraft.kernel.structs`; ``order``:
+    scratch of one index per site; ``state``: the xoshiro256** state
+    (uint64[4]), advanced in place. Fewer than ``n_steps`` are done only
+    when the pool arrays might overflow in the next step; the caller then
+    grows them and calls again. ``exits[s]`` receives the exits of the s-th
+    step of this call.
     """
+    ctype, flags, vcn, divs, clone, affinity, niche = (lat.ctype, lat.flags, lat.vcn, lat.divs, lat.clone,
+                                                        lat.affinity, lat.niche)
+    counters = lat.counters
+    # the arrays, read out of the tuples once (an array field read in the loop costs a reference
+    # count increment and decrement each time: engraft.kernel.rules)
+    is_hsc, max_divisions, terminal = rules.is_hsc, rules.max_divisions, rules.terminal
+    diff_cum, exit_cum, p_any, cum = rules.diff_cum, rules.exit_cum, rules.p_any, rules.cum
+    expr_weight, offsets = rules.expr_weight, rules.offsets
+    hsc_diff_type, self_renewal = rules.hsc_diff_type, rules.self_renewal
+    affinity_decay, affinity_min, periodic = rules.affinity_decay, rules.affinity_min, rules.periodic
+    hsc_type = rules.hsc_type
     n_sites = ctype.shape[0]
-    self_renewal = hsc_par[0]
-    affinity_decay = hsc_par[1]
-    affinity_min = hsc_par[2]
-    lodging_rate = blood_par[0]
-    death_rate = blood_par[1]
-    dt = blood_par[2]
-    placement_pool = geom[G_PLACEMENT_POOL] != 0
+    placement_pool = rules.placement_pool
+    pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
+    pool_n = pool.n
     capacity = pool_type.shape[0]
     buf = np.empty(offsets.shape[0], dtype=np.int64)
-    dims = geom[G_DIMS]
-    size = geom[G_SIZE]
+    dims = rules.dims
+    size = rules.size
     last = size - 1
-    periodic = geom[G_PERIODIC] != 0
     row = size
-    n_neighbours = offsets.shape[0]
-    deltas = np.empty(n_neighbours, dtype=np.int64)  # site-index offsets, valid off the edges
-    for nb in range(n_neighbours):
-        deltas[nb] = offsets[nb, 0] + size * (offsets[nb, 1] + size * offsets[nb, 2])
+    deltas = neighbour_deltas(rules)
     # screening probability per cell type + 1 (0 for empty; an HSC: on a niche) and its
     # integer threshold
-    p_screen = screen_probabilities(tint, p_any)
+    p_screen = screen_probabilities(rules)
     thresholds = screen_thresholds(p_screen)
 
     for step in range(n_steps):
@@ -437,121 +338,66 @@ def run_steps(
             f = flags[i]
             v = vcn[i]
             g = transgene_state(v, f)
-            hsc = tint[t, T_IS_HSC] != 0
-            h = 0
+            hsc = is_hsc[t] != 0
+            h = HSC_RESTING
             if hsc:
-                if niche[i]:
-                    h = 0 if f & QUIESCENT else 1
-                else:
-                    h = 2
-                    a = affinity[i] * affinity_decay
-                    affinity[i] = a
-                    if a < affinity_min:
-                        # Roeder-Loeffler: too little niche affinity left -> commit
-                        ctype[i] = hsc_diff_type
-                        divs[i] = tint[hsc_diff_type, T_MAX_DIV]
-                        affinity[i] = 0.0
-                        continue
-            p = p_any[t, h, g]
-            if u >= p:
+                h = hsc_state(niche[i], f)
+                if h == HSC_OFF_NICHE and lose_affinity(i, ctype, divs, affinity, affinity_decay, affinity_min, hsc_diff_type,
+                                                              max_divisions):
+                    continue
+            event = draw_event(u, t, h, g, p_any, cum)
+            if event < 0:
                 continue
-            event = draw_category(cum[t, h, g], u / p)
-
             if event == E_DIE:
-                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+                die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             elif event == E_SILENCE:
-                flags[i] = f | SILENCED
+                silence(i, f, flags)
             elif event == E_ACTIVATE:
-                flags[i] = f & ~QUIESCENT
+                activate(i, f, flags)
             elif event == E_EGRESS:
-                pool_push(t, f, v, divs[i], clone[i], pool_type, pool_flags, pool_vcn,
-                          pool_divs, pool_clone, pool_n)
-                vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+                pool_push(t, f, v, divs[i], clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
+                die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
             else:  # E_DIVIDE
                 # what the daughter will be: an HSC draws it now (before its site)
                 d = divs[i]
                 td = hsc_type
                 if hsc:  # the mother stays an HSC
-                    td = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
+                    td = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
                 elif d == 0:  # a progenitor with no divisions left exits or changes type
-                    if tint[t, T_TERMINAL]:
-                        record_exit(step, t, f, v, expr_weight, exits)
-                        vacate(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
+                    if terminal[t]:
+                        count_exit(step, t, f, v, expr_weight, exits)
+                        die(i, ctype, flags, vcn, divs, clone, affinity, niche, counters)
                     else:
-                        tn = draw_category(exit_cum[t], uniform(state))
-                        ctype[i] = tn
-                        divs[i] = tint[tn, T_MAX_DIV]
+                        differentiate_in_place(i, uniform(state), t, ctype, divs, exit_cum, max_divisions)
                     continue
                 target = -1
                 if not placement_pool:
-                    # empty_neighbours(), written out: a call with this many array
-                    # arguments costs more than the scan. Same neighbours, same order.
-                    for_hsc = hsc and td == hsc_type
-                    q = i // size
-                    x = i - q * size
-                    if dims == 3:
-                        z = q // size
-                        y = q - z * size
-                    else:
-                        z = 0
-                        y = q
+                    x, y, z = site_coordinates(i, size, dims)
                     interior = 0 < x < last and 0 < y < last and (dims == 2 or 0 < z < last)
-                    n_free = 0
-                    for nb in range(n_neighbours):
-                        if interior:
-                            jn = i + deltas[nb]
-                        else:
-                            nx = x + offsets[nb, 0]
-                            ny = y + offsets[nb, 1]
-                            nz = z + offsets[nb, 2]
-                            if periodic:  # offsets are -1, 0 or 1
-                                if nx < 0:
-                                    nx += size
-                                elif nx > last:
-                                    nx -= size
-                                if ny < 0:
-                                    ny += size
-                                elif ny > last:
-                                    ny -= size
-                                if dims == 3:
-                                    if nz < 0:
-                                        nz += size
-                                    elif nz > last:
-                                        nz -= size
-                            elif nx < 0 or nx > last or ny < 0 or ny > last or nz < 0 or nz > last:
-                                continue
-                            jn = nx + size * (ny + size * nz)
-                        buf[n_free] = jn
-                        n_free += (ctype[jn] == EMPTY) & (for_hsc | (niche[jn] == 0))
+                    n_free = random_empty_neighbours(i, x, y, z, interior, hsc and td == hsc_type, ctype, niche,
+                                                     size, dims, periodic, offsets, deltas, buf)
                     if n_free == 0:
                         continue  # no room: the division waits
                     target = buf[randbelow(state, n_free)]
                 if hsc:
-                    dd = 0 if td == hsc_type else tint[td, T_MAX_DIV]
-                    df = f & ~QUIESCENT
+                    dd = hsc_daughter_divisions(td, hsc_type, max_divisions)
+                    df = f & ~FLAG_QUIESCENT
                     if placement_pool:
-                        pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn,
-                                  pool_divs, pool_clone, pool_n)
+                        pool_push(td, df, v, dd, clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
                     else:
-                        place(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn,
-                              divs, clone, affinity, niche, counters, td == hsc_type)
-                    if niche[i]:
-                        flags[i] = f | QUIESCENT  # back to rest in its niche
+                        settle(target, td, df, v, dd, clone[i], affinity[i], ctype, flags, vcn, divs, clone, affinity, niche, counters,
+                               td == hsc_type)
+                    rest_in_niche(i, f, flags, niche)
                 else:  # a progenitor: two daughters, one stays, one takes the new site
-                    t1 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
-                    t2 = daughter_type(t, tint, diff_cum, hsc_type, hsc_diff_type, self_renewal, state)
-                    d2 = divisions_for(t2, t, d, tint)
-                    ctype[i] = t1
-                    divs[i] = divisions_for(t1, t, d, tint)
+                    t1 = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                    t2 = draw_daughter_type(uniform(state), t, hsc_type, hsc_diff_type, self_renewal, diff_cum)
+                    d2 = divisions_for(t2, t, d, max_divisions)
+                    renew_mother(i, t1, t, d, ctype, divs, max_divisions)
                     if placement_pool:
-                        pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn,
-                                  pool_divs, pool_clone, pool_n)
+                        pool_push(t2, f, v, d2, clone[i], pool_type, pool_flags, pool_vcn, pool_divs, pool_clone, pool_n)
                     else:
-                        place(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone,
-                              affinity, niche, counters, False)
+                        settle(target, t2, f, v, d2, clone[i], 0.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, False)
 
         # --- 2. the blood: every circulating cell lodges, dies or stays ---------------
-        blood_phase(ctype, flags, vcn, divs, clone, affinity, niche, niche_sites, counters, tint,
-                    lodging_rate, death_rate, dt, pool_type, pool_flags, pool_vcn, pool_divs,
-                    pool_clone, pool_n, pool_order, state)
+        blood_phase(lat, pool, rules, state)
     return n_steps

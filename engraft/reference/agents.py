@@ -57,10 +57,10 @@ class MarrowCell(CellAgent):
 
     @property
     def transgene_state(self) -> int:
-        """NONE, EXPRESSING or SILENCED (:mod:`engraft.rates`)."""
+        """TG_NONE, TG_EXPRESSING or TG_SILENCED (:mod:`engraft.rates`)."""
         if self.vcn == 0:
-            return rates.NONE
-        return rates.SILENCED if self.silenced else rates.EXPRESSING
+            return rates.TG_NONE
+        return rates.TG_SILENCED if self.silenced else rates.TG_EXPRESSING
 
     def inherited(self) -> dict:
         """What a daughter takes from its mother: origin, vector copies, clone, silencing."""
@@ -123,9 +123,9 @@ class HSC(MarrowCell):
             return
         model = self.model
         if self.cell.niche:
-            state = rates.QUIESCENT if self.quiescent else rates.ACTIVE
+            state = rates.HSC_RESTING if self.quiescent else rates.HSC_ACTIVE
         else:
-            state = rates.OFF_NICHE
+            state = rates.HSC_OFF_NICHE
             self.affinity *= model.affinity_decay
             if self.affinity < model.affinity_min:
                 self.commit()
@@ -195,7 +195,7 @@ class Progenitor(MarrowCell):
     def step(self) -> None:
         if self._skip():
             return
-        event = self.model.draw_event(self.type_index, rates.QUIESCENT, self.transgene_state)
+        event = self.model.draw_event(self.type_index, rates.HSC_RESTING, self.transgene_state)
         if event == rates.DIE:
             self.die()
         elif event == rates.SILENCE:

@@ -119,8 +119,8 @@ def execute(task: Task) -> RunOutcome:
         (also written to ``<run_dir>.error.json``).
     """
     from engraft.config.load import validate
+    from engraft.engines import simulate
     from engraft.results import write_run
-    from engraft.simulation import simulate
 
     start = time.perf_counter()
     try:

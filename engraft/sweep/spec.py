@@ -408,7 +408,7 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     """Validate the experiment of one parameter combination; return its values as validated.
 
     Besides the schema this applies the checks a run makes before it starts
-    (:func:`engraft.simulation.preflight`: memory, infused cells per type, the
+    (:func:`engraft.engines.preflight`: memory, infused cells per type, the
     Mesa engine's limits). The returned values are read
     back from the validated config, so ``1.5e8`` (a string to YAML 1.1) is
     recorded as the number the run used.
@@ -418,7 +418,7 @@ def check_combination(sweep: Sweep, params: dict) -> dict:
     ConfigError
         Naming the swept key (``sweep.parameters.<path>: ...``) or the override.
     """
-    from engraft.simulation import preflight
+    from engraft.engines import preflight
 
     try:
         exp = validate(sweep.config_with(params))

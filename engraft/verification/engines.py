@@ -29,7 +29,7 @@ def quantity(ts, name: str):
 
 def readout_rows(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[float]]:
     """Per seed: the read-outs at the days (flattened quantity-major) of one config, engine and kernel."""
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     extra = list(params.get("overrides", ()))
     if fault and params.get("faultable"):

@@ -36,7 +36,7 @@ FAULTS = {"fixed_dt": "the kernel's per-step event probabilities are built for d
 
 def rows_at_dt(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[float]]:
     from engraft import rates
-    from engraft.simulation import simulate
+    from engraft.engines import simulate
 
     exp = core.load(("configs", "tiny.yaml"), ["lattice.size=32", f"time.dt_days={params['dt']}"])
     original = rates.step_tables
