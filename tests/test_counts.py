@@ -234,7 +234,7 @@ def test_each_dose_kills_its_fraction_of_host_cells_and_spares_the_tally():
                                               "time.burn_in_days=10", "infusions=[]"])
     sim = Simulation(exp, seed=5)
     sim.burn_in()
-    hsc = sim.tables.hsc_type
+    hsc = sim.rules.hsc_type
     n0 = int((sim.state.ctype == hsc).sum())
     mature = sim.mature.copy()
     chain = sim.chain.copy()

@@ -125,7 +125,7 @@ def kernel_runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list
         sim = Simulation(exp, seed=seed)
         sim.burn_in()
         rng = np.random.default_rng([seed, 7])
-        hsc_type = sim.tables.hsc_type
+        hsc_type = sim.rules.hsc_type
         s = sim.state
         labelled = rng.choice(np.flatnonzero(s.ctype == hsc_type), size=params["k"], replace=False)
         s.flags[labelled] |= GRAFT

@@ -45,7 +45,7 @@ def shares(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list
         sim = Simulation(exp, seed=seed)
         sim.burn_in()
         s = sim.state
-        hsc_type = sim.tables.hsc_type
+        hsc_type = sim.rules.hsc_type
         hsc = np.flatnonzero(s.ctype == hsc_type)
         labelled = np.random.default_rng([seed, 11]).choice(hsc, size=int(LABELLED * hsc.size), replace=False)
         s.flags[labelled] |= GRAFT

@@ -38,7 +38,7 @@ def drift(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[
             from engraft import rates
 
             sim.burn_in()
-            sim.tables.p_any[:], sim.tables.cum[:] = rates.step_tables(faulty)
+            sim.rules.p_any[:], sim.rules.cum[:] = rates.step_tables(faulty)
             sim.burn_in = lambda: None  # already done
         ts = sim.run().timeseries
         rows = []
