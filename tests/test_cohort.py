@@ -387,10 +387,13 @@ def level_28(ts: pd.DataFrame, day: float) -> float:
 
 @pytest.fixture(scope="module")
 def cohort_200(tmp_path_factory) -> Path:
-    """The shipped cohort, 200 patients (+ 20 x 2 noise runs), on a small lattice for 100 days."""
+    """The shipped cohort, 200 patients (+ 20 x 2 noise runs), on a small lattice for 100 days.
+
+    320^2: the smallest round size at which every drawn patient's dose still puts at least one
+    cell of each infused type on the lattice (the default product infuses few GMP and CLP)."""
     out = tmp_path_factory.mktemp("cohort200") / "cohort"
     assert main(["cohort", str(ROOT / "configs" / "cohort_hemophilia_a.yaml"), "--out", str(out), "-q",
-                 "--workers", "2", "--set", "lattice.size=168", "--set", "time.duration_days=100",
+                 "--workers", "2", "--set", "lattice.size=320", "--set", "time.duration_days=100",
                  "--set", "time.burn_in_days=30", "--set", "time.snapshot_interval_days=100"]) == 0
     return out
 
