@@ -274,7 +274,7 @@ def check_sweep_dir(path: str | os.PathLike, spec_name: str = "sweep.json",
     if not os.path.lexists(path):
         check_creatable(path)
         return
-    if path.is_symlink() and not path.is_dir() or not path.is_dir():
+    if not path.is_dir():
         raise OutputError(f"{path}: exists and is not a directory; a sweep writes a directory there: "
                           "choose another --out")
     if not (path / spec_name).exists() and not _is_empty_dir(path, ignore=(lock_name,)):
