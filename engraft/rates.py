@@ -6,9 +6,14 @@ cannot drift apart here.
 
 A cell in a given *state class* has competing events with rates r_i (per
 day). Over a step of length dt, with R = sum r_i, some event happens with
-probability ``1 - exp(-R dt)``, and it is event i with probability r_i / R
-(docs/model.md, section 4). A state class is (cell type, HSC state, transgene
-state):
+probability ``R dt`` (``time.event_probability: rate_dt``, the default) or
+``1 - exp(-R dt)`` (``first_event``), and it is event i with probability
+r_i / R (docs/model.md, section 4). A cell has at most one event per step,
+so with ``R dt`` a cell that keeps acting does so at exactly its rates; with
+``1 - exp(-R dt)`` every event is in effect moved to the end of its step and
+such a cell acts at ``(1 - exp(-R dt)) / dt``, slower by up to ``R dt / 2``.
+
+A state class is (cell type, HSC state, transgene state):
 
 - HSC state: ``HSC_RESTING`` (in a niche, resting), ``HSC_ACTIVE`` (in a niche,
   cycling) or ``HSC_OFF_NICHE`` (cycling, losing niche affinity). Progenitors are
@@ -77,7 +82,8 @@ def rate_table(exp: Experiment) -> np.ndarray:
     return table
 
 
-def event_probabilities(rates: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+def event_probabilities(rates: np.ndarray, dt: float, rule: str = "rate_dt"
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Competing-risks probabilities for one step.
 
     Parameters
@@ -86,18 +92,26 @@ def event_probabilities(rates: np.ndarray, dt: float) -> tuple[np.ndarray, np.nd
         Rates per day of each competing event.
     dt : float
         Step length in days.
+    rule : ``"rate_dt"`` or ``"first_event"`` (``time.event_probability``).
 
     Returns
     -------
     p_any : array (...)
-        Probability that some event happens in the step, ``1 - exp(-R dt)``.
+        Probability that some event happens in the step: ``R dt`` (rate_dt;
+        :func:`check_time_step` keeps it at most ``time.max_event_probability``)
+        or ``1 - exp(-R dt)`` (first_event).
     cumulative : array (..., n_events)
         Cumulative probability of each event given that one happens
         (``cumsum(r_i) / R``; the last entry is 1, or 0 where R = 0).
     """
     rates = np.asarray(rates, dtype=np.float64)
     total = rates.sum(axis=-1)
-    p_any = -np.expm1(-total * dt)
+    if rule == "rate_dt":
+        p_any = np.minimum(total * dt, 1.0)
+    elif rule == "first_event":
+        p_any = -np.expm1(-total * dt)
+    else:
+        raise ValueError(f"time.event_probability: must be 'rate_dt' or 'first_event', got {rule!r}")
     with np.errstate(invalid="ignore", divide="ignore"):
         cumulative = np.where(total[..., None] > 0, np.cumsum(rates, axis=-1) / total[..., None], 0.0)
     cumulative[..., -1] = np.where(total > 0, 1.0, 0.0)
@@ -106,7 +120,7 @@ def event_probabilities(rates: np.ndarray, dt: float) -> tuple[np.ndarray, np.nd
 
 def step_tables(exp: Experiment) -> tuple[np.ndarray, np.ndarray]:
     """:func:`event_probabilities` of :func:`rate_table` at the config's dt."""
-    return event_probabilities(rate_table(exp), exp.time.dt_days)
+    return event_probabilities(rate_table(exp), exp.time.dt_days, exp.time.event_probability)
 
 
 def max_total_rates(exp: Experiment) -> dict[str, float]:

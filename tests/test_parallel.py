@@ -414,7 +414,7 @@ def test_a_daughter_does_not_act_in_the_step_it_is_born():
     = 29 of 400 runs would end with 3 cells.
     """
     rate = 2.4
-    p = 1 - math.exp(-rate * 0.2)
+    p = rate * 0.2  # time.event_probability: rate_dt
     exp = load_config(CONFIGS / "tiny.yaml", [*QUIET, f"cell_types.MPP.division_rate={rate}",
                                               "lattice.niche_fraction=0"])
     counts = []
@@ -480,7 +480,7 @@ def test_egress_parks_cells_in_the_blood():
     left = n - int((sim.state.ctype != EMPTY).sum())
     assert sim.pool.size == left
     assert (sim.pool.clone[:left] == 7).all()
-    assert stats.binomtest(left, n, 1 - math.exp(-0.4 * 0.2)).pvalue > ALPHA
+    assert stats.binomtest(left, n, 0.4 * 0.2).pvalue > ALPHA
 
 
 # ----------------------------------------------------------------------------------

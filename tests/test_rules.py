@@ -60,18 +60,33 @@ def test_nothing_happens_without_rates():
     assert exits.sum() == 0
 
 
+def test_event_probability_rules():
+    """rate_dt gives R dt, split r_i / R; first_event gives 1 - exp(-R dt); anything else is refused."""
+    from engraft.rates import event_probabilities
+
+    rates = np.array([[0.5, 0.2, 0.3], [0.0, 0.0, 0.0]])
+    p, cum = event_probabilities(rates, 0.25)
+    np.testing.assert_allclose(p, [0.25, 0.0], rtol=1e-15)
+    np.testing.assert_allclose(cum[0], [0.5, 0.7, 1.0], rtol=1e-15)
+    assert (cum[1] == 0).all()
+    p_first, _ = event_probabilities(rates, 0.25, "first_event")
+    np.testing.assert_allclose(p_first, [-math.expm1(-0.25), 0.0], rtol=1e-15)
+    with pytest.raises(ValueError, match="event_probability"):
+        event_probabilities(rates, 0.25, "exact")
+
+
 def test_hsc_activation_probability():
     rate = 0.8
     sim = quiet_sim(f"cell_types.HSC.activation_rate={rate}", "lattice.niche_fraction=1.0")
     put(sim, np.arange(sim.state.n_sites), "HSC", quiescent=True)
     sim.advance(1)
     active = int(((sim.state.flags & QUIESCENT) == 0).sum())
-    p = 1 - math.exp(-rate * sim.exp.time.dt_days)
+    p = rate * sim.exp.time.dt_days  # time.event_probability: rate_dt (the default)
     assert binomial_ok(active, sim.state.n_sites, p)
 
 
 def test_competing_risks_split():
-    """Quiescent HSCs: activate, die or leave, with probabilities r_i / R (1 - exp(-R dt))."""
+    """Quiescent HSCs: activate, die or leave, with probabilities r_i / R x R dt."""
     a, d, e = 0.9, 0.6, 0.9
     sim = quiet_sim("lattice.size=60", "lattice.niche_fraction=1.0", f"cell_types.HSC.activation_rate={a}",
                     f"cell_types.HSC.apoptosis_rate={d}", f"circulation.egress_rate={e}",
@@ -86,7 +101,7 @@ def test_competing_risks_split():
     died = int((s.ctype == EMPTY).sum()) - egressed
     unchanged = n - activated - died - egressed
     total = a + d + e
-    happen = 1 - math.exp(-total * 0.2)
+    happen = total * 0.2
     expected = np.array([1 - happen, a / total * happen, d / total * happen, e / total * happen]) * n
     chi2 = stats.chisquare([unchanged, activated, died, egressed], expected)
     assert chi2.pvalue > ALPHA
@@ -239,7 +254,7 @@ def test_silencing_probability():
     put(sim, np.arange(n), "GMP", graft=True, vcn=1, divs=3)
     sim.advance(1)
     silenced = int(((sim.state.flags & SILENCED) != 0).sum())
-    assert binomial_ok(silenced, n, 1 - math.exp(-rate * sim.exp.time.dt_days))
+    assert binomial_ok(silenced, n, rate * sim.exp.time.dt_days)  # r_i / R x R dt
 
 
 def test_fitness_factor_scales_division_of_transduced_cells():
@@ -250,7 +265,7 @@ def test_fitness_factor_scales_division_of_transduced_cells():
     put(sim, every_other, "GMP", graft=True, vcn=1, divs=0)  # divs 0: a division event is an exit
     exits = sim.advance(1).sum(axis=0)
     gmp = sim.exp.type_names.index("GMP")
-    p = 1 - math.exp(-2.0 * sim.exp.time.dt_days)
+    p = 2.0 * sim.exp.time.dt_days  # the division's share r / R of R dt
     assert binomial_ok(int(exits[gmp, X_CELLS]), len(every_other), p)
 
 

@@ -42,6 +42,26 @@ def test_regression_against_stored_output(tiny):
                                        rtol=1e-12, atol=0, equal_nan=True, err_msg=col)
 
 
+#: the mouse amplifications calibrated under the earlier per-step rule (time.event_probability: first_event)
+FIRST_EVENT_CALIBRATION = ["cell_types.GMP.amplification=103", "cell_types.MkP.amplification=2160",
+                           "cell_types.EP.amplification=670", "cell_types.CLP.amplification=103"]
+
+
+def test_first_event_rule_reproduces_the_earlier_stored_output(tiny_path):
+    """time.event_probability=first_event, with the amplifications calibrated under it, gives the table
+    stored before rate_dt became the default, bit for bit: earlier results stay reproducible."""
+    stored = pd.read_csv(DATA / "regression" / "tiny_timeseries_first_event.csv")
+    exp = load_config(tiny_path, ["time.event_probability=first_event", *FIRST_EVENT_CALIBRATION])
+    got = simulate(exp).timeseries
+    assert list(got.columns) == list(stored.columns)
+    for col in stored.columns:
+        if not pd.api.types.is_numeric_dtype(stored[col]):
+            assert (got[col] == stored[col]).all(), col
+        else:
+            np.testing.assert_allclose(got[col].to_numpy(float), stored[col].to_numpy(float),
+                                       rtol=1e-12, atol=0, equal_nan=True, err_msg=col)
+
+
 def test_timeseries_records_every_interval(tiny):
     """Every record_interval_days; with blood counts, also daily to day 42 and while counts are low."""
     plain = simulate(tiny.model_copy(update={"blood_counts": None})).timeseries

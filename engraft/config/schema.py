@@ -179,6 +179,14 @@ class TimeConfig(Section):
         lt=1.0,
         description="upper bound on total rate x dt for any cell state; a coarser dt is an error",
     )
+    event_probability: Literal["rate_dt", "first_event"] = Field(
+        "rate_dt",
+        description="per-step probability that a cell with total event rate R acts: rate_dt, R dt (a cell "
+        "that keeps acting, one event per step, then acts at exactly its configured rates, so results "
+        "do not depend on dt to first order); first_event, 1 - exp(-R dt) (the exact chance of a first "
+        "event in continuous time; with one event per step it slows a repeatedly acting cell by up to "
+        "R dt / 2: the rule of engraft 0.x before this option, kept to reproduce earlier results)",
+    )
 
 
 class CellTypeConfig(Section):

@@ -279,8 +279,9 @@ class ReferenceModel(mesa.Model):
     def draw_event(self, type_index: int, hsc_state: int, transgene_state: int) -> int | None:
         """The event of one cell in this step (competing risks), or None.
 
-        An event happens with probability ``1 - exp(-R dt)``; given one, it is
-        event i with probability ``r_i / R`` (tables from :mod:`engraft.rates`).
+        An event happens with probability ``R dt`` (or ``1 - exp(-R dt)`` with
+        ``time.event_probability: first_event``); given one, it is event i with
+        probability ``r_i / R`` (tables from :mod:`engraft.rates`).
         """
         p = self.p_any[type_index][hsc_state][transgene_state]
         u = self.random.random()

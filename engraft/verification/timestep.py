@@ -41,7 +41,7 @@ def rows_at_dt(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[
     exp = core.load(("configs", "tiny.yaml"), ["lattice.size=32", f"time.dt_days={params['dt']}"])
     original = rates.step_tables
     if fault == "fixed_dt":
-        rates.step_tables = lambda e: rates.event_probabilities(rates.rate_table(e), 0.2)
+        rates.step_tables = lambda e: rates.event_probabilities(rates.rate_table(e), 0.2, e.time.event_probability)
     try:
         out = []
         for seed in seeds:
