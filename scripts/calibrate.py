@@ -20,9 +20,10 @@ from engraft.simulation import Simulation
 
 #: daily output per lineage (Catlin et al., Blood 2011: > 1e11 each of red cells,
 #: granulocytes and platelets in an adult human); mouse values from blood counts
-#: and lifespans (2 mL blood; 1e9 platelets/mL over 4 days; 1e10 red cells/mL over 40 days)
+#: and lifespans (2 mL blood; 1e9 platelets/mL over 4 days; 1e10 red cells/mL over 40 days).
+#: Human platelets: 35e9 per litre of blood a day x 4.9 L = 1.7e11 (Harker, Clin Haematol 1977).
 REFERENCE_OUTPUT = {
-    "human": {"myeloid": 1e11, "platelets": 1e11, "erythroid": 2e11, "lymphoid": 1e10},
+    "human": {"myeloid": 1e11, "platelets": 1.7e11, "erythroid": 2e11, "lymphoid": 1e10},
     "mouse": {"myeloid": 1e8, "platelets": 5e8, "erythroid": 5e8, "lymphoid": 1e7},
 }
 

@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 from engraft import load_config, simulate  # noqa: E402
 from engraft.simulation import Simulation  # noqa: E402
 
-#: daily output per lineage, human (Catlin et al., Blood 2011; as scripts/calibrate.py)
-REFERENCE_OUTPUT = {"myeloid": 1e11, "platelets": 1e11, "erythroid": 2e11, "lymphoid": 1e10}
+#: daily output per lineage, human (Catlin et al., Blood 2011; platelets 35e9 per litre of blood a
+#: day x 4.9 L, Harker, Clin Haematol 1977; as scripts/calibrate.py)
+REFERENCE_OUTPUT = {"myeloid": 1e11, "platelets": 1.7e11, "erythroid": 2e11, "lymphoid": 1e10}
 #: Srivastava et al. 2025, group 2: drug-product VCN -> median FVIII, day 28 to last visit (IU/dL)
 GROUP_2 = ((0.6, 19.3), (1.5, 37.1), (2.2, 39.9))
 #: the trial's window: from day 28 to the last visit (median follow-up 14 months)

@@ -173,14 +173,7 @@ def test_cli_missing_file_is_exit_2(capsys):
     assert "no such config file" in capsys.readouterr().err
 
 
-#: a known miscalibration, kept visible: strict, so the test must be re-enabled once it passes
-MISCALIBRATED_COUNTS = ("the blood-count calibration (made at 256^2 on the earlier niche geometry) does not hold "
-                        "on the resolution-invariant 1024^2 default: its seed gives 26 days of ANC < 0.5e9/L "
-                        "(target 7-11); recalibrate with scripts/calibrate_counts.py")
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=MISCALIBRATED_COUNTS)
 def test_default_experiment_is_clinically_plausible():
     """Srivastava et al., NEJM 2025: 7-11 days of ANC < 0.5e9/L, 1-7 days of platelets < 20e9/L,
     FVIII 19-40 IU/dL; engraftment days within those of myeloablative busulfan and lentiviral
@@ -234,7 +227,6 @@ def default_cohort():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(run=False, reason=MISCALIBRATED_COUNTS + " (20 seeds at 1024^2: not run until then)")
 def test_default_cohort_neutrophils_lie_in_the_clinical_ranges(default_cohort):
     """The median over 20 patients: 7-11 days of severe neutropenia (Srivastava et al. 2025),
     neutrophil engraftment within days 13-38 (ZYNTEGLO SmPC) and every patient engrafted."""
@@ -245,7 +237,6 @@ def test_default_cohort_neutrophils_lie_in_the_clinical_ranges(default_cohort):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(run=False, reason=MISCALIBRATED_COUNTS + " (20 seeds at 1024^2: not run until then)")
 def test_default_cohort_platelets_lie_in_the_clinical_ranges(default_cohort):
     """The median over 20 patients: 1-7 days with platelets < 20e9/L (Srivastava et al. 2025),
     platelet engraftment within days 19-191 (ZYNTEGLO SmPC)."""
