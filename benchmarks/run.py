@@ -2,8 +2,8 @@
 
 Run on its own (not part of the test suite)::
 
-    python benchmarks/run.py                 # the default tier (~5 minutes on 2 cores)
-    python benchmarks/run.py --quick         # a ~1-minute smoke run
+    python benchmarks/run.py                 # the default tier (the human-scale run is most of it)
+    python benchmarks/run.py --quick         # a smoke run: small lattices, few repeats
     python benchmarks/run.py --out benchmarks/results/NAME.json
 
 or as a library function, ``run_benchmarks(argv)`` (what ``engraft bench`` calls).
@@ -26,8 +26,8 @@ throughput
     occupied sites, counted exactly by replaying the same steps one by one).
     *marrow*: the state users simulate, ``configs/hemophilia_a_lentiviral.yaml``
     at the end of its 400-day burn-in (host steady state, clustered niches;
-    about 17 % of sites occupied at 256^2, 12 % at 1024^2), the same state
-    for both kernels.
+    the occupancy is recorded with each result), the same state for both
+    kernels.
 threads
     The parallel kernel on 1 and on 2 threads (``numba.set_num_threads``).
 memory
@@ -92,7 +92,7 @@ DENSE_MIX = {"MPP": 0.04, "GMP": 0.42, "MkP": 0.13, "EP": 0.32, "CLP": 0.09}
 TARGETS = {
     "parallel_site_updates_per_s_1024": 3e8,
     "sequential_site_updates_per_s_1024": 3e7,
-    # the same targets on the burned-in human marrow (about 12 % of sites occupied)
+    # the same targets on the burned-in human marrow, the state a human-scale run spends its time in
     "parallel_site_updates_per_s_1024_marrow": 3e8,
     "sequential_site_updates_per_s_1024_marrow": 3e7,
     "kernel_over_mesa": 1000.0,
@@ -242,15 +242,12 @@ def calibrate(label: str, points: list, repeats: int = 3) -> None:
     """Time the fixed loop (best of ``repeats``) and append it to ``points`` under ``label``.
 
     The loop and its data are the same in every run and every engraft
-    version, so its time tells how fast the machine was at that moment. On
-    this project's shared machine, over 16 paired samples a few seconds
-    apart, its time correlated 0.89 with that of a fully occupied 1024^2
-    parallel-kernel step on one thread; the step varied more (6.8-13.4 ms)
-    than the loop (30-38 ms). Loops bound by one long dependency chain
-    (a hash chain in the L2 cache: 0.25) or by memory (random reads in 128 MB:
-    0.7) followed the step less well. It does not catch every slowdown: in
-    one run it stayed at 37-42 ms while that step took 8.7 ms, twice its
-    time a few minutes later.
+    version, so its time tells how fast the machine was at that moment: a
+    shared virtual machine's speed changes with its host's other work, which
+    the load average does not show. This loop was chosen because its time
+    follows that of a kernel step more closely than loops bound by one
+    dependency chain or by memory; it does not catch every slowdown (the
+    measurements: docs/performance.md, "The machine's speed during a run").
 
     The same loop is then run on every Numba thread at once, one copy each
     (``threads_seconds``). Where the threads have a core each this takes
@@ -440,7 +437,7 @@ def bench_throughput(tier: Tier) -> list[dict]:
                 sim = dense_simulation(size, dims, kernel)
                 steps = steps_for(sim.state.n_sites, tier)
                 if kernel == "sequential":
-                    steps = max(3, steps // 4)  # about 10x slower: keep the repeat short
+                    steps = max(3, steps // 4)  # the slower kernel on a dense lattice: keep the repeat short
                 log(f"throughput: {kernel} {dims}D {size}^{dims}, {steps} steps x {tier.repeats}")
                 r = timed_stepping(sim, steps, tier.repeats)
                 rows.append({"kernel": kernel, "state": "dense", "dims": dims, "size": size,
@@ -568,8 +565,8 @@ def bench_mesa(tier: Tier) -> dict:
         row = {"size": size, "steps": steps, "sites": size * size, "mesa_seconds": summary(times),
                "mesa_site_updates_per_s": size * size * steps / summary(times)["median"]}
         # the kernels step from the same state for at least as long as in the throughput
-        # section: Mesa's 4 steps at 512^2 are ~5 ms of kernel work, where a call's fixed
-        # cost (~0.5 ms measured) and the machine's noise would weigh
+        # section: Mesa's few steps at 512^2 are too little kernel work to time against a
+        # call's fixed cost and the machine's noise (docs/performance.md)
         kernel_steps = max(steps, steps_for(size * size, tier))
         for kernel in ("sequential", "parallel"):
             log(f"mesa: stepping, {kernel}, dense {size}^2, {kernel_steps} steps")
@@ -777,12 +774,12 @@ SECTIONS = ("compile", "throughput", "threads", "memory", "mesa", "human")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="engraft bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (small lattices, few repeats)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (small lattices, few repeats)")
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
     parser.add_argument("--human-sequential", action="store_true",
-                        help="also run the human-scale case with the sequential kernel (~1 more minute)")
+                        help="also run the human-scale case with the sequential kernel (as long again, or longer)")
     return parser.parse_args(argv)
 
 

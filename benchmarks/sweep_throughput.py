@@ -2,7 +2,7 @@
 
 Not a test: it measures. One small sweep (the default hemophilia A experiment,
 256 x 256 lattice, with a 200-day burn-in and 1 year of follow-up: 2 doses x
-2 transduction levels x 4 replicates = 16 runs of 1-2 s each) runs with 1 worker
+2 transduction levels x 4 replicates = 16 short runs) runs with 1 worker
 (in this process) and with 2 worker processes (a spawned pool), ``--repeats``
 times each, after one warm-up run that compiles (or loads the cached) kernel,
 timed separately. Reported: runs per minute of the whole sweep as a user sees

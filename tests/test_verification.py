@@ -124,6 +124,7 @@ def test_out_refuses_a_foreign_directory_and_replaces_its_own(tmp_path, capsys):
     assert (out / "figures" / "plasma_kinetics.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
     assert "## plasma_kinetics" in report and "PASS" in report
+    assert "| [plasma_kinetics](#plasma_kinetics) |" in report  # the heading's anchor (underscores kept)
     (out / "extra.txt").write_text("added by hand")
     assert main(["verify", "--only", "plasma_kinetics", "--workers", "1", "--out", str(out)]) == 2
 

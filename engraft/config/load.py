@@ -329,6 +329,6 @@ def check_memory(exp: Experiment, limit_fraction: float = 0.8) -> None:
 
 def dump_config(exp: Experiment) -> str:
     """The resolved config as YAML (what a run directory stores)."""
-    # libyaml's emitter where PyYAML has it: the same text, ~5x faster (a cohort writes thousands)
+    # libyaml's emitter where PyYAML has it: the same text, and a cohort writes thousands of these
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(exp.model_dump(mode="json"), Dumper=dumper, sort_keys=False)

@@ -1,10 +1,10 @@
 """Compiled passes over the lattice for read-outs and set-up.
 
 A recorded time point needs counts by cell type and origin, the HSCs'
-vector copies and the graft clone sizes. At 10^6 sites, NumPy builds a
-boolean mask and a temporary per question (about 11 ms per record, a third
-of a human-scale run with daily records); :func:`lattice_census` answers all
-of them in two passes over the arrays (a whole record then takes about 3 ms).
+vector copies and the graft clone sizes. NumPy builds a boolean mask and a
+temporary per question, which made the daily records a large share of a
+human-scale run; :func:`lattice_census` answers all of them in two passes
+over the arrays (measurements: docs/performance.md).
 The results are integer counts, identical to the NumPy expressions they
 replace (``tests/test_run.py`` compares them). :func:`nearest_centre_distance`
 and :func:`nearest_centre_distance_within` build the clustered niche map

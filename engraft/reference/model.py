@@ -74,10 +74,8 @@ from engraft.simulation import (
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
 MESA_STREAM = 2
 
-# Cost model, measured with Mesa 3.3.1 on CPython 3.11 (one core of a 2-core
-# cloud VM) on a full 60 x 60 marrow: 4-7 us per agent and step; transplants,
-# with more births and deaths per step, run up to about twice slower. The
-# compiled kernel is 100-200 times faster on the same config.
+# Cost model: a typical cost per agent and step, so that a config meant for the
+# kernel is refused before it starts hours of Mesa (measurements: docs/performance.md).
 #: seconds per agent and step (sweep, blood and records)
 SECONDS_PER_AGENT_STEP = 5e-6
 #: bytes per lattice site: the Mesa grid cell, its cached neighbourhood and its agent (measured 2.5 kB)

@@ -76,7 +76,7 @@ def markdown(v) -> str:
                   "have a relative tolerance instead.", ""]
     lines += ["| case | verdict | comparisons | replicates | CPU s in jobs |", "|---|---|---|---|---|"]
     for r in v.results:
-        lines.append(f"| [{r.name}](#{r.name.replace('_', '-')}) | {_verdict(r.passed)} | {len(r.comparisons)} | "
+        lines.append(f"| [{r.name}](#{r.name}) | {_verdict(r.passed)} | {len(r.comparisons)} | "
                      f"{r.replicates} | {r.cpu_seconds:.0f} |")
     lines.append("")
     for r in v.results:

@@ -3,14 +3,15 @@
 The lattice is a sample of the marrow: ``scale`` turns lattice cells into
 body cells (docs/model.md, section 2), so a whole-body read-out must not
 depend on ``lattice.size``. This is the resolution study of
-``scripts/convergence.py`` (which runs the human experiments at 128^2 to
-1024^2 in about an hour) on the mouse transplant (configs/mouse_transplant.yaml,
-followed for 120 days), with tolerances from the noise instead of its 5 %
-rule: each size's seed mean of every whole-body read-out is compared with
-that of the largest size (difference of means, z), and its trend against
-log2(size) is tested (weighted slope against 0), alpha = 1e-3 with
-Bonferroni over all of them. Clone counts describe the lattice sample, not
-the body, and are not compared (docs/model.md, section 7).
+``scripts/convergence.py`` (whose human experiments at 128^2 to 1024^2
+take too long for a verification case) on the mouse transplant
+(configs/mouse_transplant.yaml, followed for 120 days), with tolerances
+from the noise instead of its 5 % rule: each size's seed mean of every
+whole-body read-out is compared with that of the largest size (difference
+of means, z), and its trend against log2(size) is tested (weighted slope
+against 0), alpha = 1e-3 with Bonferroni over all of them. Clone counts
+describe the lattice sample, not the body, and are not compared
+(docs/model.md, section 7).
 """
 
 from __future__ import annotations
