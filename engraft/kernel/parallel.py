@@ -129,17 +129,14 @@ MARK_PERIOD = 255
 PARALLEL_MIN_SITES = 1024
 #: below this fraction of occupied sites, a step screens each line's occupied sites only
 #: (:func:`screen_line_sparse`); above it, every site of each stripe at once
-#: (:func:`screen_stripe`). The same sites pass either way. On the burned-in human marrow
-#: (12-17 % occupied) the sparse screen takes a step from 1.66 to 1.11 ms (1024^2, 2
-#: threads, paired runs); on a fully occupied lattice it would be 1.27x slower than a
-#: screen of every site.
+#: (:func:`screen_stripe`), which is cheaper on a crowded lattice. The same sites pass
+#: either way (measurements: docs/performance.md).
 SPARSE_OCCUPANCY = 0.5
 #: on a sparse lattice, a line with at least this many sites past the screen first marks the
 #: columns that have room for a daughter (:func:`free_columns`), so that most divisions on a
 #: crowded line find out they must wait from 3 bits instead of 8 / 26 neighbours (a dense
 #: lattice always does, from the stripe's free bit sets: :func:`line_room`). The same result
-#: either way. A fully occupied 1024^2 step: 0.82-0.86x the time (1 and 2 threads, paired
-#: runs); the burned-in marrow, whose lines rarely reach this, is unchanged.
+#: either way; it pays off only on crowded lines (docs/performance.md).
 COLUMNS_MIN_PASSED = 16
 #: sites per stripe aimed at (about 200 KB of state: it stays in a core's L2 cache
 #: while the 9 / 27 site colours are swept over it)

@@ -13,10 +13,8 @@ named tuple: the kernels read them out of their tuples once, before their
 loops. Reading an array field of a named tuple inside a loop costs a
 reference count increment and decrement (calls into Numba's runtime) at
 each read, and handing a tuple of arrays to a function compiled into the
-loop costs one for each of its arrays: written that way, the sequential
-kernel took 1.5-2.2x the time per step on 1024^2 lattices (fully occupied
-and burned-in marrow, paired runs), and a loop of one array update per
-iteration 2.5x.
+loop costs one for each of its arrays, so the kernels unpack their tuples
+before their loops (the cost is measured in docs/performance.md).
 """
 
 from __future__ import annotations

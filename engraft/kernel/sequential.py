@@ -37,8 +37,8 @@ order of all cells restricted to those that pass is a random order of those
 that pass, and their draws are independent uniforms as before: the dynamics
 are exactly the random sequential update's; only the use of the random
 stream differs from drawing every cell's number at its visit. On a fully
-occupied lattice about a fifth of the cells pass, on the burned-in human
-marrow about a ninth. The visit order is shuffled with its swaps prefetched
+occupied lattice about a fifth of the cells pass; fewer on a marrow of
+resting HSCs. The visit order is shuffled with its swaps prefetched
 in batches (the same permutation as the plain Fisher-Yates loop), and since
 a random order defeats the hardware prefetcher, each visit prefetches the
 arrays and neighbour rows of the cell visited ``PREFETCH_AHEAD`` visits
