@@ -11,7 +11,7 @@ seeds each, and tabulates per read-out the seed mean and its standard error:
 - the body HSC pool (lattice HSCs x HSC scale) before conditioning and at the end;
 - the fraction of niches holding an HSC before conditioning;
 - mean factor level in year 1 and in year 2 (IU/dL);
-- engraftment: neutrophil recovery day, day the threshold is reached and held,
+- engraftment: neutrophil and platelet engraftment days, days of ANC < 0.5e9/L, day the threshold is reached and held,
   HSC and myeloid donor chimerism at the end;
 - HSC VCN at the end.
 
@@ -64,7 +64,9 @@ JUDGED = [
     ("body_hsc_end", "body HSC pool at the end"),
     ("factor_year1", "mean factor, year 1 (IU/dL)"),
     ("factor_year2", "mean factor, year 2 (IU/dL)"),
-    ("recovery_day", "neutrophil recovery day"),
+    ("neutrophil_engraftment_day", "neutrophil engraftment day"),
+    ("platelet_engraftment_day", "platelet engraftment day"),
+    ("days_anc_below_500", "days of ANC < 0.5e9/L"),
     ("threshold_day", "threshold reached and held (day)"),
     ("hsc_chimerism", "HSC donor chimerism at the end"),
     ("myeloid_chimerism", "myeloid donor chimerism at the end"),
@@ -79,6 +81,11 @@ SAMPLE = [
 REL_TOL = 0.05
 Z_SIZE = 2.0
 Z_TREND = 3.0
+
+
+def nan_if_none(value):
+    """An engraftment day that was not reached (censored) is NaN in the table."""
+    return float("nan") if value is None else value
 
 
 def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: float | None) -> dict:
@@ -116,7 +123,9 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
         "body_hsc_end": (last["HSC_host"] + last["HSC_graft"]) * sc,
         "factor_year1": year1,
         "factor_year2": year2,
-        "recovery_day": s["recovery_day"],
+        "neutrophil_engraftment_day": nan_if_none(s["neutrophil_engraftment_day"]),
+        "platelet_engraftment_day": nan_if_none(s["platelet_engraftment_day"]),
+        "days_anc_below_500": s["days_anc_below_500"],
         "threshold_day": s["threshold_day"],
         "hsc_chimerism": s["final_hsc_chimerism"],
         "myeloid_chimerism": s["final_myeloid_chimerism"],
