@@ -144,7 +144,8 @@ def test_a_failing_case_exits_1_and_prints_its_command(tmp_path, capsys):
 FAST_FAULTS = [("plasma_kinetics", "half_life"), ("setup", "kill_fraction"), ("setup", "rounding"),
                ("setup", "vcn_mean"), ("maturation", "transit_stages")]
 SLOW_FAULTS = [("neutral_competition", "graft_division"), ("steady_state", "mpp_apoptosis"),
-               ("time_step", "fixed_dt"), ("resolution", "fixed_scale"), ("sequential_vs_parallel", "self_renewal"),
+               ("time_step", "fixed_dt"), ("time_step", "first_event"), ("resolution", "fixed_scale"),
+               ("sequential_vs_parallel", "self_renewal"),
                ("kernel_vs_mesa", "self_renewal"), ("fixation", "egress_rate")]
 
 
