@@ -9,7 +9,8 @@ lives here.
 from __future__ import annotations
 
 from engraft.config.schema import Experiment
-from engraft.simulation import ProgressCallback, Result, Simulation, check_infusions
+from engraft.scaling import check_infusions
+from engraft.simulation import ProgressCallback, Result, Simulation
 
 __all__ = ["preflight", "simulate"]
 

@@ -5,7 +5,8 @@ the same validated :class:`~engraft.config.schema.Experiment` as the kernel
 and shares with it only what is not step logic: the rate -> per-step
 probability tables (:mod:`engraft.rates`), the mature-cell and plasma tally
 (:mod:`engraft.tally`), the read-outs (:mod:`engraft.readouts`), the
-timeline, scales and infusion arithmetic (:mod:`engraft.simulation`) and the
+scales and infusion arithmetic (:mod:`engraft.scaling`), the timeline
+(:mod:`engraft.simulation`) and the
 niche map (:func:`engraft.lattice.niche_map`). The rules themselves are
 written again, as agent methods (:mod:`engraft.reference.agents`), with Mesa
 idioms:
@@ -57,19 +58,15 @@ from engraft.config.schema import Experiment
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, niche_map, site_coordinates
 from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
 from engraft.reference.agents import HSC, MarrowCell, Progenitor
-from engraft.simulation import (
-    ProgressCallback,
-    Result,
-    TallyTables,
-    Timeline,
+from engraft.scaling import (
     check_infusions,
     expected_infused_lattice_cells,
-    follow_timeline,
     sample_vcn,
     scale_notes,
     scales,
     stochastic_round,
 )
+from engraft.simulation import ProgressCallback, Result, TallyTables, Timeline, follow_timeline
 
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
 MESA_STREAM = 2
@@ -411,7 +408,7 @@ class ReferenceModel(mesa.Model):
 
         Each graft cell is its own clone, transduced with probability
         ``transduction``; a transduced cell's copies come from the VCN
-        distribution (:func:`engraft.simulation.sample_vcn`).
+        distribution (:func:`engraft.scaling.sample_vcn`).
         """
         inf = self.exp.infusions[index]
         counts = {name: stochastic_round(mean, self.rng)
