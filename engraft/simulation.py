@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engraft import rates, scaling, tally
+from engraft import rates, tally
 from engraft.config.schema import Experiment
 from engraft.kernel import parallel, sequential
 from engraft.kernel.layout import C_EMPTY, C_EMPTY_NICHE, N_EXIT_QUANTITIES
@@ -42,11 +42,9 @@ from engraft.scaling import (  # noqa: F401 (BODY_EQUIVALENT_HSC_SCALE to niche_
     scales,
     stochastic_round,
 )
+from engraft.tally import EQUILIBRATION_WINDOW_DAYS, TallyTables  # noqa: F401 (re-exported)
 
 ProgressCallback = Callable[[int, int], None]
-
-#: days at the end of burn-in whose mean exit flux sets the mature compartments
-EQUILIBRATION_WINDOW_DAYS = 100.0
 
 
 # ----------------------------------------------------------------------------------
@@ -253,81 +251,6 @@ def kernel_rules(exp: Experiment) -> Rules:
         dt=float(exp.time.dt_days),
         expr_weight=tally.expression_weights(exp.transgene.vcn_response, exp.transgene.vcn_half_saturation),
     )
-
-
-@dataclass
-class TallyTables:
-    """Maps per-type exit counts to whole-body lineage inflow; the tally's step matrices."""
-
-    exit_to_lineage: np.ndarray  # (n_types, n_lineages): body cells per exit
-    tau: np.ndarray
-    secretion: np.ndarray  # IU/day per expression unit, per lineage
-    k: float
-    volume_dl: float
-    residences: list  # per lineage: mean days in each chain compartment (maturation, storage, blood)
-    n_blood: np.ndarray  # per lineage: how many of them are in blood
-    phi: np.ndarray
-    gamma: np.ndarray
-    ek: float
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> TallyTables:
-        sc = scaling.scales(exp)  # looked up at call time: the resolution case's fault replaces it
-        lineages = exp.lineage_names
-        exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
-        for t, name in enumerate(exp.type_names):
-            ct = exp.cell_types[name]
-            # a lattice with no site of this type's kind (every site a niche) never holds one: it
-            # adds nothing, rather than 0 exits x an infinite scale = NaN
-            if ct.kind == "progenitor" and ct.lineage is not None and math.isfinite(sc[name]):
-                exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
-        tg = exp.transgene
-        secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
-                              else 0.0 for lin in lineages])
-        tau = np.array([exp.mature[lin].lifespan_days for lin in lineages])
-        k = math.log(2) / exp.pk.half_life_days
-        volume_dl = exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0
-        residences = []
-        n_blood = np.ones(len(lineages), dtype=np.int64)
-        for i, lin in enumerate(lineages):
-            m = exp.maturation.get(lin)
-            before = (tally.transit_times(m.stages, m.mean_transit_days, m.reserve_days)
-                      if m is not None else np.zeros(0))
-            n_blood[i] = 1 if m is None else m.blood_stages
-            residences.append(tally.lineage_residences(before, float(tau[i]), int(n_blood[i])))
-        dt = exp.time.dt_days
-        phi, gamma = tally.step_matrices(residences, n_blood, secretion / volume_dl, k, dt)
-        return cls(
-            exit_to_lineage=exit_to_lineage, tau=tau, secretion=secretion, k=k, volume_dl=volume_dl,
-            residences=residences, n_blood=n_blood, phi=phi, gamma=gamma, ek=math.exp(-k * dt),
-        )
-
-    @property
-    def n_chain(self) -> np.ndarray:
-        return np.array([r.size for r in self.residences], dtype=np.int64)
-
-    def empty_chain(self) -> np.ndarray:
-        """Chain compartments (n_lineages, max_chain, quantities), all zero."""
-        return np.zeros((len(self.residences), int(self.n_chain.max(initial=0)), N_EXIT_QUANTITIES))
-
-    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """Mature compartments (blood totals) and chain compartments at the steady state of the mean exit flux over the
-        last EQUILIBRATION_WINDOW_DAYS of burn-in (both engines end burn-in with this)."""
-        n = burn_in_exits.shape[0]
-        window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / dt))))
-        mean_inflow = self.inflow(burn_in_exits[-window:], dt).mean(axis=0)
-        return (tally.steady_state(mean_inflow, self.tau),
-                tally.chain_steady_state(mean_inflow, self.residences))
-
-    def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
-        """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
-        return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
-
-    def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
-                dt: float) -> None:
-        """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
-        tally.advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
-                      self.n_blood, self.ek)
 
 
 # ----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from engraft.scaling import (
     scales,
     stochastic_round,
 )
-from engraft.simulation import ProgressCallback, Result, TallyTables, Timeline, follow_timeline
+from engraft.simulation import ProgressCallback, Result, Timeline, follow_timeline
 
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
 MESA_STREAM = 2
@@ -192,7 +192,7 @@ class ReferenceModel(mesa.Model):
         self.seed = run_seed
         self.timeline = Timeline.from_experiment(exp)
         self.dt = exp.time.dt_days
-        self.tally_tables = TallyTables.from_experiment(exp)
+        self.tally_tables = tally.TallyTables.from_experiment(exp)
         self.spec = ReadoutSpec.from_experiment(exp)
         self._read_rules(exp)
         self._build_marrow(exp)
