@@ -14,14 +14,9 @@ config and seed therefore give bit-identical tables.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from engraft import rates, tally
+from engraft import rates, tally, timeline
 from engraft.config.schema import Experiment
 from engraft.kernel import parallel, sequential
 from engraft.kernel.layout import C_EMPTY, C_EMPTY_NICHE, N_EXIT_QUANTITIES
@@ -29,7 +24,7 @@ from engraft.kernel.rng import seed_state
 from engraft.kernel.structs import Lattice, Rules
 from engraft.kernel.structs import Pool as KernelPool
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, index_dtype, neighbour_offsets, niche_map
-from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
+from engraft.readouts import ReadoutSpec, clone_table, record_row
 from engraft.scaling import (  # noqa: F401 (BODY_EQUIVALENT_HSC_SCALE to niche_site_count: re-exported)
     BODY_EQUIVALENT_HSC_SCALE,
     check_infusions,
@@ -43,161 +38,7 @@ from engraft.scaling import (  # noqa: F401 (BODY_EQUIVALENT_HSC_SCALE to niche_
     stochastic_round,
 )
 from engraft.tally import EQUILIBRATION_WINDOW_DAYS, TallyTables  # noqa: F401 (re-exported)
-
-ProgressCallback = Callable[[int, int], None]
-
-
-# ----------------------------------------------------------------------------------
-# the timeline
-# ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Timeline:
-    """Step numbers of everything that happens; step 0 starts at day 0.
-
-    Step k covers days (k dt, (k+1) dt]. An event on day e happens before
-    step round(e / dt); a record on day r is taken after step round(r / dt) - 1.
-    The follow-up starts at ``start_step``: day 0, or the first conditioning
-    dose when a regimen starts before the infusion (negative days); burn-in
-    ends there.
-    """
-
-    dt: float
-    burn_in_steps: int
-    total_steps: int
-    record_steps: tuple[int, ...]
-    snapshot_steps: tuple[int, ...]
-    conditioning_steps: tuple[int, ...]
-    infusion_steps: tuple[int, ...]
-    start_step: int = 0
-    #: daily records while a record's counts are low (engraft.readouts.CountWatch); None: never
-    watch: object = None
-    #: the records that also read the lattice (all of them unless time.lattice_record_interval_days)
-    census_steps: tuple[int, ...] | None = None
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> Timeline:
-        t = exp.time
-        dt = t.dt_days
-        total = int(round(t.duration_days / dt))
-        cond = () if exp.conditioning is None else tuple(int(round(d / dt)) for d in exp.conditioning.dose_days)
-        start = min(0, *cond) if cond else 0
-
-        def steps_every(interval: float) -> set[int]:
-            n = int(math.floor(t.duration_days / interval + 1e-9))
-            return {int(round(j * interval / dt)) for j in range(n + 1)} | {0, total}
-
-        snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else {0, total}
-        records = steps_every(t.record_interval_days)
-        # daily from the first conditioning dose to day 0, and with blood counts to the end of
-        # the engraftment window (blood_counts.daily_records_until_day)
-        until_day = 0.0 if exp.blood_counts is None else exp.blood_counts.daily_records_until_day
-        first_day = math.ceil(start * dt - 1e-9)
-        # the first step at or after each whole day, so each record falls on its own calendar day
-        records |= {math.ceil(d / dt - 1e-9) for d in range(first_day, int(math.floor(until_day + 1e-9)) + 1)}
-        watch = None
-        if exp.blood_counts is not None:
-            from engraft.readouts import CountWatch
-
-            watch = CountWatch.from_experiment(exp)
-        record_steps = tuple(sorted(s for s in records if start <= s <= total))
-        census = None
-        if t.lattice_record_interval_days is not None:
-            after = int(round(t.lattice_record_after_days / dt))
-            grid = steps_every(t.lattice_record_interval_days)
-            census = tuple(s for s in record_steps if s <= after or s in grid or s == total)
-        return cls(
-            dt=dt,
-            burn_in_steps=int(round(t.burn_in_days / dt)),
-            total_steps=total,
-            record_steps=record_steps,
-            census_steps=census,
-            snapshot_steps=tuple(sorted(s for s in snaps if 0 <= s <= total)),
-            conditioning_steps=cond,
-            infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
-            start_step=start,
-            watch=watch,
-        )
-
-    def next_day_step(self, step: int) -> int:
-        """The first step at or after the next whole day after ``step`` (daily records while counts are low)."""
-        return math.ceil((math.floor(step * self.dt + 1e-6) + 1) / self.dt - 1e-9)
-
-    @property
-    def first_step(self) -> int:
-        """The step burn-in starts at (its steps come before ``start_step``)."""
-        return self.start_step - self.burn_in_steps
-
-    @property
-    def steps_in_all(self) -> int:
-        """Burn-in and follow-up steps together."""
-        return self.total_steps - self.first_step
-
-    def boundaries(self) -> list[int]:
-        """Steps at which control must come back to Python, ascending (without daily records
-        added while counts are low)."""
-        events = (set(self.record_steps) | set(self.snapshot_steps) | set(self.infusion_steps)
-                  | set(self.conditioning_steps))
-        return sorted(s for s in events if self.start_step <= s <= self.total_steps)
-
-
-def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
-                    progress: ProgressCallback | None = None) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Step an engine through the timeline after burn-in: events, records, snapshots.
-
-    Both engines (the kernel :class:`Simulation` and the Mesa reference model)
-    follow the same timeline through this one function, so an event or a
-    record can never fall on different steps in the two. ``engine`` provides
-    ``advance(n)``, ``condition()`` (one conditioning dose), ``infuse(i)``,
-    ``record() -> dict``, ``snapshot() -> dict`` and ``day``; ``position()``
-    is its step number. At each boundary the events come first, then the
-    record and snapshot of the state they leave. A record whose blood counts
-    are low (``timeline.watch``) adds a record one day later, so counts are
-    recorded daily while they are low, whatever the record interval.
-
-    Returns the records (one dict each) and the snapshots stacked per array,
-    with their ``day``.
-    """
-    import heapq
-
-    total = timeline.steps_in_all
-    census = set(timeline.census_steps or ())
-    rows, snaps, snap_days = [], [], []
-    pending = timeline.boundaries()
-    heapq.heapify(pending)
-    records = set(timeline.record_steps)
-    done: set[int] = set()
-    while pending:
-        boundary = heapq.heappop(pending)
-        if boundary in done:
-            continue
-        done.add(boundary)
-        while position() < boundary:
-            engine.advance(boundary - position())
-            if progress:
-                progress(position() - timeline.first_step, total)
-        for step in timeline.conditioning_steps:
-            if step == boundary:
-                engine.condition()
-        for i, step in enumerate(timeline.infusion_steps):
-            if step == boundary:
-                engine.infuse(i)
-        if boundary in records:
-            if timeline.census_steps is None:
-                row = engine.record()
-            else:  # sparse lattice read-outs (kernel engine only; checked in the config)
-                row = engine.record(census=boundary in census)
-            rows.append(row)
-            nxt = timeline.next_day_step(boundary)
-            if (timeline.watch is not None and nxt <= timeline.total_steps and nxt not in done
-                    and timeline.watch.low(row)):
-                records.add(nxt)
-                heapq.heappush(pending, nxt)
-        if boundary in timeline.snapshot_steps:
-            snaps.append(engine.snapshot())
-            snap_days.append(engine.day)
-    snapshots = {key: np.stack([snap[key] for snap in snaps]) for key in snaps[0]}
-    snapshots["day"] = np.array(snap_days)
-    return rows, snapshots
+from engraft.timeline import ProgressCallback, Result, Timeline, run_engine
 
 
 # ----------------------------------------------------------------------------------
@@ -251,24 +92,6 @@ def kernel_rules(exp: Experiment) -> Rules:
         dt=float(exp.time.dt_days),
         expr_weight=tally.expression_weights(exp.transgene.vcn_response, exp.transgene.vcn_half_saturation),
     )
-
-
-# ----------------------------------------------------------------------------------
-# results
-# ----------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """Everything one run produced (see :mod:`engraft.results` for the files)."""
-
-    config: Experiment
-    seed: int
-    engine: str
-    timeseries: object  # pandas.DataFrame, one row per record
-    clones: object  # pandas.DataFrame, one row per graft clone alive at the end
-    snapshots: dict[str, np.ndarray]
-    summary: dict
-    wall_seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------
@@ -367,14 +190,9 @@ class Simulation:
         self.step += n_steps
         return exits
 
-    def burn_in(self) -> None:
-        """Run the host alone to steady state; then set the mature compartments to
-        the steady state of the mean exit flux over the last days of burn-in."""
-        n = self.timeline.burn_in_steps
-        if n > 0:
-            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(self.advance(n), self.timeline.dt)
-        self.step = self.timeline.start_step
-        self.baseline_mature = self.mature.copy()
+    def burn_in(self, progress: ProgressCallback | None = None) -> None:
+        """Run the host alone to steady state (:func:`engraft.timeline.burn_in`)."""
+        timeline.burn_in(self, progress)
 
     def condition(self) -> int:
         """One conditioning dose: kill host cells (lattice and blood) with their type's kill
@@ -424,8 +242,21 @@ class Simulation:
 
     # -- read-outs ---------------------------------------------------------------------
     @property
+    def position(self) -> int:
+        """The step number (``step``; the :class:`engraft.timeline.Engine` name)."""
+        return self.step
+
+    @position.setter
+    def position(self, step: int) -> None:
+        self.step = step
+
+    @property
     def day(self) -> float:
         return self.step * self.timeline.dt
+
+    @property
+    def niche(self) -> np.ndarray:
+        return self.state.niche
 
     def record(self, census: bool = True) -> dict:
         s = self.state
@@ -442,23 +273,10 @@ class Simulation:
         return clone_table(self.spec, s.ctype, s.flags, s.clone, np.concatenate(self.clone_vcn),
                            np.concatenate(self.clone_infusion))
 
+    def result_extra(self) -> dict:
+        return {"kernel": self.kernel}
+
     # -- a whole run ---------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> Result:
-        import pandas as pd
-
-        start = time.perf_counter()
-        tl = self.timeline
-        self.burn_in()
-        if progress:
-            progress(tl.burn_in_steps, tl.steps_in_all)
-        rows, snapshots = follow_timeline(self, tl, lambda: self.step, progress)
-        timeseries = pd.DataFrame(rows)
-        snapshots["niche"] = self.state.niche.copy()
-        summary = summarize(timeseries, self.spec)
-        summary.update(scale_notes(self.exp))
-        return Result(
-            config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
-            clones=self.clone_table(), snapshots=snapshots, summary=summary,
-            wall_seconds=time.perf_counter() - start,
-            extra={"scales": scales(self.exp), "kernel": self.kernel},
-        )
+        """Burn-in, the timeline and the summary (:func:`engraft.timeline.run_engine`)."""
+        return run_engine(self, progress)

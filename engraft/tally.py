@@ -333,5 +333,6 @@ class TallyTables:
     def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
                 dt: float) -> None:
         """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
-        advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,  # the function
+        # (the module's compiled advance: a method's name is not in scope in its body)
+        advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
                 self.n_blood, self.ek)

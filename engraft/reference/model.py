@@ -6,7 +6,7 @@ and shares with it only what is not step logic: the rate -> per-step
 probability tables (:mod:`engraft.rates`), the mature-cell and plasma tally
 (:mod:`engraft.tally`), the read-outs (:mod:`engraft.readouts`), the
 scales and infusion arithmetic (:mod:`engraft.scaling`), the timeline
-(:mod:`engraft.simulation`) and the
+and the run around it (:mod:`engraft.timeline`) and the
 niche map (:func:`engraft.lattice.niche_map`). The rules themselves are
 written again, as agent methods (:mod:`engraft.reference.agents`), with Mesa
 idioms:
@@ -44,7 +44,6 @@ Time step semantics (docs/model.md, section 4, and the kernel's docstring in
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -52,21 +51,19 @@ import mesa
 import numpy as np
 from mesa.discrete_space import OrthogonalMooreGrid, OrthogonalVonNeumannGrid
 
-from engraft import rates, tally
+from engraft import rates, tally, timeline
 from engraft.config.load import ConfigError
 from engraft.config.schema import Experiment
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, niche_map, site_coordinates
-from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
+from engraft.readouts import ReadoutSpec, clone_table, record_row
 from engraft.reference.agents import HSC, MarrowCell, Progenitor
 from engraft.scaling import (
     check_infusions,
     expected_infused_lattice_cells,
     sample_vcn,
-    scale_notes,
-    scales,
     stochastic_round,
 )
-from engraft.simulation import ProgressCallback, Result, Timeline, follow_timeline
+from engraft.timeline import ProgressCallback, Result, Timeline, run_engine
 
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
 MESA_STREAM = 2
@@ -83,9 +80,6 @@ BYTES_PER_SITE = 2_500
 MAX_AGENT_STEPS = 3e8
 #: refuse lattices above this many sites (about 2.5 GB of Python objects)
 MAX_SITES = 1_000_000
-
-#: steps per chunk between progress reports during burn-in
-_PROGRESS_CHUNK_STEPS = 500
 
 
 # ----------------------------------------------------------------------------------
@@ -363,23 +357,9 @@ class ReferenceModel(mesa.Model):
         return exits
 
     # -- transplant ----------------------------------------------------------------------
-    def burn_in(self, progress: ProgressCallback | None = None, total_steps: int = 0) -> None:
-        """Run the host alone to steady state; then set the mature compartments to
-        the steady state of the mean exit flux over the last days of burn-in
-        (as :meth:`engraft.simulation.Simulation.burn_in`)."""
-        n = self.timeline.burn_in_steps
-        if n > 0:
-            chunks = []
-            done = 0
-            while done < n:
-                k = min(_PROGRESS_CHUNK_STEPS, n - done)
-                chunks.append(self.advance(k))
-                done += k
-                if progress:
-                    progress(done, total_steps)
-            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(np.concatenate(chunks), self.dt)
-        self.step_index = self.timeline.start_step
-        self.baseline_mature = self.mature.copy()
+    def burn_in(self, progress: ProgressCallback | None = None) -> None:
+        """Run the host alone to steady state (:func:`engraft.timeline.burn_in`, as for the kernel)."""
+        timeline.burn_in(self, progress)
 
     def condition(self) -> int:
         """One conditioning dose: kill host cells (marrow and blood) with their type's kill per
@@ -432,6 +412,15 @@ class ReferenceModel(mesa.Model):
 
     # -- read-outs -----------------------------------------------------------------------
     @property
+    def position(self) -> int:
+        """The step number (:class:`engraft.timeline.Engine`): ``step_index`` (``step`` is Mesa's)."""
+        return self.step_index
+
+    @position.setter
+    def position(self, step: int) -> None:
+        self.step_index = step
+
+    @property
     def day(self) -> float:
         return self.step_index * self.dt
 
@@ -459,8 +448,15 @@ class ReferenceModel(mesa.Model):
         return record_row(self.spec, self.day, s["ctype"], s["flags"], s["vcn"], s["clone"],
                           len(self.blood), self.mature, float(self.conc[0]), self.baseline_mature)
 
-    def record(self) -> dict:
-        """Collect this time point's read-outs into the DataCollector; return them."""
+    def record(self, census: bool = True) -> dict:
+        """Collect this time point's read-outs into the DataCollector; return them.
+
+        The Mesa engine reads the lattice at every record: ``census`` False (the
+        kernel's sparse lattice records) is refused.
+        """
+        if not census:
+            raise ValueError("the Mesa engine reads the lattice at every record "
+                             "(time.lattice_record_interval_days is for the kernel engine)")
         self.datacollector.collect(self)
         return self.datacollector.model_vars["readouts"][-1]
 
@@ -472,29 +468,16 @@ class ReferenceModel(mesa.Model):
         return clone_table(self.spec, s["ctype"], s["flags"], s["clone"], np.concatenate(self.clone_vcn),
                            np.concatenate(self.clone_infusion))
 
+    def result_extra(self) -> dict:
+        return {"mesa_version": mesa.__version__}
+
     # -- a whole run ---------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> Result:
-        """Burn-in, then the timeline of :class:`engraft.simulation.Timeline`; a :class:`Result`."""
-        import pandas as pd
+        """Burn-in, the timeline and the summary (:func:`engraft.timeline.run_engine`); a :class:`Result`.
 
-        start = time.perf_counter()
-        tl = self.timeline
-        total = tl.steps_in_all
-        self.burn_in(progress, total)
-        if progress:
-            progress(tl.burn_in_steps, total)
-        # records go to the DataCollector, which the time series is read from
-        _, snapshots = follow_timeline(self, tl, lambda: self.step_index, progress)
-        timeseries = pd.DataFrame(self.datacollector.model_vars["readouts"])
-        snapshots["niche"] = self.niche.copy()
-        summary = summarize(timeseries, self.spec)
-        summary.update(scale_notes(self.exp))
-        return Result(
-            config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
-            clones=self.clone_table(), snapshots=snapshots, summary=summary,
-            wall_seconds=time.perf_counter() - start,
-            extra={"scales": scales(self.exp), "mesa_version": mesa.__version__},
-        )
+        Every record also goes to the model's ``DataCollector``.
+        """
+        return run_engine(self, progress)
 
 
 def run_reference(exp: Experiment, seed: int | None = None,
