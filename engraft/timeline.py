@@ -255,13 +255,15 @@ def burn_in(engine: Engine, progress: ProgressCallback | None = None,
 class Moment:
     """One boundary of the timeline, after its events: what was read there.
 
-    ``record`` is the read-out row taken at this step (None where none is);
-    ``snapshot`` the lattice arrays (None where none is).
+    ``record`` is the read-out row taken at this step (None where none is),
+    ``census`` whether it read the lattice (sparse lattice records: not
+    all do); ``snapshot`` the lattice arrays (None where none is taken).
     """
 
     step: int
     day: float
     record: dict | None
+    census: bool
     snapshot: dict | None
 
 
@@ -279,13 +281,16 @@ class TimelineRun:
     iterator consumed to the end (:func:`run_engine`).
 
     ``records`` holds every record so far; :meth:`snapshots` stacks the
-    snapshots so far, per array, with their ``day``.
+    snapshots so far, per array, with their ``day``. With ``keep_snapshots``
+    False none is taken (the view draws the lattice itself).
     """
 
-    def __init__(self, engine: Engine, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, engine: Engine, progress: ProgressCallback | None = None,
+                 keep_snapshots: bool = True) -> None:
         self.engine = engine
         self.timeline = tl = engine.timeline
         self.progress = progress
+        self.keep_snapshots = keep_snapshots
         self.records: list[dict] = []
         self._snapshots: list[dict[str, np.ndarray]] = []
         self._snapshot_days: list[float] = []
@@ -325,19 +330,21 @@ class TimelineRun:
             if step == boundary:
                 engine.infuse(i)
         row = snap = None
+        # sparse lattice read-outs (time.lattice_record_interval_days; kernel engine only)
+        census = self._census is None or boundary in self._census
         if boundary in self._record_steps:
-            # sparse lattice read-outs (time.lattice_record_interval_days; kernel engine only)
-            row = engine.record(census=self._census is None or boundary in self._census)
+            row = engine.record(census=census)
             self.records.append(row)
             nxt = tl.next_day_step(boundary)
             if tl.watch is not None and nxt <= tl.total_steps and nxt not in self._done and tl.watch.low(row):
                 self._record_steps.add(nxt)
                 heapq.heappush(self._pending, nxt)
-        if boundary in self._snapshot_steps:
+        if boundary in self._snapshot_steps and self.keep_snapshots:
             snap = engine.snapshot()
             self._snapshots.append(snap)
             self._snapshot_days.append(engine.day)
-        return Moment(step=boundary, day=engine.day, record=row, snapshot=snap)
+        return Moment(step=boundary, day=engine.day, record=row, census=row is not None and census,
+                      snapshot=snap)
 
     def advance_to(self, step: int) -> list[Moment]:
         """Take every boundary up to ``step``, then advance the engine to ``step``; return their moments."""
