@@ -4,7 +4,8 @@ Every lattice cell stands for a number of body cells (its *scale*, per cell
 type: body HSCs per niche site, body progenitors per other site; see
 ``MarrowConfig``). From the scales follow what the clone read-outs mean
 (:func:`scale_notes`) and how many lattice cells of each type an infusion
-puts into the blood (:func:`expected_infused_lattice_cells`). Nothing here steps a marrow: the kernel
+puts into the blood (:func:`expected_infused_lattice_cells`; the draw of
+them, :func:`draw_infusion`). Nothing here steps a marrow: the kernel
 (:class:`engraft.simulation.Simulation`) and the Mesa reference model
 (:class:`engraft.reference.ReferenceModel`) both call it, so a dose means the
 same in both.
@@ -13,6 +14,7 @@ same in both.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -114,3 +116,38 @@ def stochastic_round(x: float, rng: np.random.Generator) -> int:
     """floor(x) plus one with probability frac(x): unbiased integer for x."""
     base = math.floor(x)
     return int(base + (rng.random() < x - base))
+
+
+@dataclass(frozen=True)
+class InfusedCells:
+    """The lattice cells one infusion puts into the blood (:func:`draw_infusion`).
+
+    ``counts``: cells per type name, in the order of the composition;
+    ``types``: each cell's type index (int8, grouped as ``counts``);
+    ``vcn``: each cell's vector copies (uint8; 0: not transduced).
+    """
+
+    counts: dict[str, int]
+    types: np.ndarray
+    vcn: np.ndarray
+
+
+def draw_infusion(exp: Experiment, index: int, rng: np.random.Generator) -> InfusedCells:
+    """Draw infusion ``index``'s homed cells: how many of each type, and their vector copies.
+
+    Each type's count is its expected count (:func:`expected_infused_lattice_cells`),
+    stochastically rounded; each cell is transduced with probability
+    ``transduction`` and a transduced cell's copies come from the VCN
+    distribution (:func:`sample_vcn`). Both engines draw an infusion with
+    this, from their own set-up stream, in this order.
+    """
+    inf = exp.infusions[index]
+    names = exp.type_names
+    counts = {name: stochastic_round(mean, rng)
+              for name, mean in expected_infused_lattice_cells(exp, inf).items()}
+    types = np.concatenate([np.full(c, names.index(name), dtype=np.int8) for name, c in counts.items()]
+                           or [np.zeros(0, np.int8)])
+    transduced = rng.random(types.size) < inf.transduction
+    vcn = np.zeros(types.size, dtype=np.uint8)
+    vcn[transduced] = sample_vcn(inf, int(transduced.sum()), rng)
+    return InfusedCells(counts=counts, types=types, vcn=vcn)

@@ -24,10 +24,11 @@ from engraft.kernel.rng import seed_state
 from engraft.kernel.structs import Lattice, Rules
 from engraft.kernel.structs import Pool as KernelPool
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, index_dtype, neighbour_offsets, niche_map
-from engraft.readouts import ReadoutSpec, clone_table, record_row
-from engraft.scaling import (  # noqa: F401 (BODY_EQUIVALENT_HSC_SCALE to niche_site_count: re-exported)
+from engraft.readouts import GraftClones, ReadoutSpec, record_row
+from engraft.scaling import (  # noqa: F401 (the rest: re-exported)
     BODY_EQUIVALENT_HSC_SCALE,
     check_infusions,
+    draw_infusion,
     expected_infused_lattice_cells,
     hsc_scale,
     lattice_size_for_hsc_scale,
@@ -143,9 +144,7 @@ class Simulation:
         self.mature = np.zeros((len(exp.lineage_names), N_EXIT_QUANTITIES))
         self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
-        self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
-        self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
-        self.next_clone = 1
+        self.graft_clones = GraftClones()
         self.step = self.timeline.first_step
         self.baseline_mature: np.ndarray | None = None
         self._seed_host_hscs()
@@ -221,24 +220,13 @@ class Simulation:
 
     def infuse(self, index: int) -> dict[str, int]:
         """Put infusion ``index``'s homed cells into the blood; return lattice cells per type."""
-        inf = self.exp.infusions[index]
-        names = self.exp.type_names
-        counts = {name: stochastic_round(mean, self.rng)
-                  for name, mean in expected_infused_lattice_cells(self.exp, inf).items()}
-        ctype = np.concatenate([np.full(c, names.index(name), dtype=np.int8) for name, c in counts.items()]
-                               or [np.zeros(0, np.int8)])
-        n = ctype.size
-        transduced = self.rng.random(n) < inf.transduction
-        vcn = np.zeros(n, dtype=np.uint8)
-        vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
+        cells = draw_infusion(self.exp, index, self.rng)
+        ctype, vcn = cells.types, cells.vcn
         divs = self.rules.max_divisions[ctype].astype(np.uint8)
         divs[ctype == self.rules.hsc_type] = 0
-        clone = np.arange(self.next_clone, self.next_clone + n, dtype=np.int32)
-        self.next_clone += n
-        self.clone_vcn.append(vcn.copy())
-        self.clone_infusion.append(np.full(n, index, dtype=np.int64))
-        self.pool.add(ctype, np.full(n, GRAFT, dtype=np.uint8), vcn, divs, clone)
-        return counts
+        clone = self.graft_clones.add(vcn, index)
+        self.pool.add(ctype, np.full(ctype.size, GRAFT, dtype=np.uint8), vcn, divs, clone)
+        return cells.counts
 
     # -- read-outs ---------------------------------------------------------------------
     @property
@@ -270,8 +258,7 @@ class Simulation:
 
     def clone_table(self):
         s = self.state
-        return clone_table(self.spec, s.ctype, s.flags, s.clone, np.concatenate(self.clone_vcn),
-                           np.concatenate(self.clone_infusion))
+        return self.graft_clones.table(self.spec, s.ctype, s.flags, s.clone)
 
     def result_extra(self) -> dict:
         return {"kernel": self.kernel}

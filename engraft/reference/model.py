@@ -55,14 +55,9 @@ from engraft import rates, tally, timeline
 from engraft.config.load import ConfigError
 from engraft.config.schema import Experiment
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, niche_map, site_coordinates
-from engraft.readouts import ReadoutSpec, clone_table, record_row
+from engraft.readouts import GraftClones, ReadoutSpec, record_row
 from engraft.reference.agents import HSC, MarrowCell, Progenitor
-from engraft.scaling import (
-    check_infusions,
-    expected_infused_lattice_cells,
-    sample_vcn,
-    stochastic_round,
-)
+from engraft.scaling import check_infusions, draw_infusion
 from engraft.timeline import ProgressCallback, Result, Timeline, run_engine
 
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
@@ -197,9 +192,7 @@ class ReferenceModel(mesa.Model):
         self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
         self.baseline_mature: np.ndarray | None = None
-        self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
-        self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
-        self.next_clone = 1
+        self.graft_clones = GraftClones()
         self.step_index = self.timeline.first_step  # step 0 starts at day 0
         self.datacollector = mesa.DataCollector(model_reporters={"readouts": _readout_row})
         self._seed_host_hscs()
@@ -388,27 +381,19 @@ class ReferenceModel(mesa.Model):
 
         Each graft cell is its own clone, transduced with probability
         ``transduction``; a transduced cell's copies come from the VCN
-        distribution (:func:`engraft.scaling.sample_vcn`).
+        distribution (:func:`engraft.scaling.draw_infusion`, as for the kernel).
         """
-        inf = self.exp.infusions[index]
-        counts = {name: stochastic_round(mean, self.rng)
-                  for name, mean in expected_infused_lattice_cells(self.exp, inf).items()}
-        types = [self.type_names.index(name) for name, c in counts.items() for _ in range(c)]
-        n = len(types)
-        transduced = self.rng.random(n) < inf.transduction
-        vcn = np.zeros(n, dtype=np.uint8)
-        vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
-        for k, t in enumerate(types):
-            graft = {"graft": True, "vcn": int(vcn[k]), "clone_id": self.next_clone + k}
+        cells = draw_infusion(self.exp, index, self.rng)
+        clone_ids = self.graft_clones.add(cells.vcn, index)
+        for t, copies, clone_id in zip(cells.types.tolist(), cells.vcn.tolist(), clone_ids.tolist(),
+                                           strict=True):
+            graft = {"graft": True, "vcn": copies, "clone_id": clone_id}
             if t == self.hsc_index:
                 cell: MarrowCell = HSC(self, **graft)
             else:
                 cell = Progenitor(self, t, divisions_left=self.max_divisions[t], **graft)
             cell.enter_blood()
-        self.next_clone += n
-        self.clone_vcn.append(vcn)
-        self.clone_infusion.append(np.full(n, index, dtype=np.int64))
-        return counts
+        return cells.counts
 
     # -- read-outs -----------------------------------------------------------------------
     @property
@@ -465,8 +450,7 @@ class ReferenceModel(mesa.Model):
 
     def clone_table(self):
         s = self.lattice_arrays()
-        return clone_table(self.spec, s["ctype"], s["flags"], s["clone"], np.concatenate(self.clone_vcn),
-                           np.concatenate(self.clone_infusion))
+        return self.graft_clones.table(self.spec, s["ctype"], s["flags"], s["clone"])
 
     def result_extra(self) -> dict:
         return {"mesa_version": mesa.__version__}
