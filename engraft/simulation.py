@@ -1,10 +1,16 @@
-"""Orchestration of a run: burn-in, conditioning, infusion, chunked kernel calls, records.
+"""The kernel engine: state arrays, conditioning, infusion, chunked kernel calls, records.
 
-Layers (style guide): config -> :class:`Simulation` (state arrays and the
-timeline) -> :func:`engraft.kernel.sequential.run_steps` (compiled; named tuples
-of arrays, :mod:`engraft.kernel.structs`). The kernel runs many steps per call
-and returns to Python only at the next record, snapshot or event, so Python
-costs stay per record, not per step.
+Layers (style guide): config -> :class:`Simulation` (state arrays; an
+:class:`engraft.timeline.Engine`) -> :func:`engraft.kernel.sequential.run_steps`
+(compiled; named tuples of arrays, :mod:`engraft.kernel.structs`). The run
+around it (burn-in, the timeline, the summary, the :class:`Result`) is
+:func:`engraft.timeline.run_engine`, shared with the Mesa reference model. The
+kernel runs many steps per call and returns to Python only at the next record,
+snapshot or event, so Python costs stay per record, not per step.
+
+The timeline, scales, infusion arithmetic and tally tables that used to live
+here are re-exported from :mod:`engraft.timeline`, :mod:`engraft.scaling` and
+:mod:`engraft.tally` (``from engraft.simulation import Timeline`` still works).
 
 Random streams: the run's seed feeds one :class:`numpy.random.SeedSequence`;
 its first child drives set-up in Python (niche map, conditioning, infusions,
