@@ -1,15 +1,18 @@
 """Running an experiment on either engine: the one module that knows both.
 
 :mod:`engraft.simulation` (the compiled kernel) and
-:mod:`engraft.reference` (the Mesa model, which builds on the simulation's
-timeline and tally) import each other nowhere; what picks between them
-lives here.
+:mod:`engraft.reference` (the Mesa model) import each other nowhere: both
+build on the timeline and the run around it (:mod:`engraft.timeline`), the
+tally (:mod:`engraft.tally`) and the scales (:mod:`engraft.scaling`). What
+picks between them lives here.
 """
 
 from __future__ import annotations
 
 from engraft.config.schema import Experiment
-from engraft.simulation import ProgressCallback, Result, Simulation, check_infusions
+from engraft.scaling import check_infusions
+from engraft.simulation import Simulation
+from engraft.timeline import ProgressCallback, Result
 
 __all__ = ["preflight", "simulate"]
 

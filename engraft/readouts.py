@@ -232,6 +232,33 @@ def clone_table(spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: 
     return table.sort_values(["lattice_cells", "clone_id"], ascending=[False, True]).reset_index(drop=True)
 
 
+class GraftClones:
+    """The clones of a run: every infused cell founds its own; clone 0 is the host.
+
+    Holds each clone's vector copies and infusion, for :func:`clone_table`;
+    both engines keep theirs in one.
+    """
+
+    def __init__(self) -> None:
+        self._vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
+        self._infusion = [np.full(1, -1, dtype=np.int64)]
+        self.next_id = 1
+
+    def add(self, vcn: np.ndarray, infusion: int) -> np.ndarray:
+        """New clones, one per cell of infusion ``infusion`` with vector copies ``vcn``; return their ids."""
+        n = vcn.size
+        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int32)
+        self.next_id += n
+        self._vcn.append(vcn.copy())
+        self._infusion.append(np.full(n, infusion, dtype=np.int64))
+        return ids
+
+    def table(self, spec: ReadoutSpec, ctype: np.ndarray, flags: np.ndarray, clone: np.ndarray):
+        """:func:`clone_table` of the lattice arrays given."""
+        return clone_table(spec, ctype, flags, clone, np.concatenate(self._vcn),
+                           np.concatenate(self._infusion))
+
+
 def rolling_mean(days: np.ndarray, values: np.ndarray, window_days: float) -> np.ndarray:
     """Trailing mean of ``values`` over the records within ``window_days`` of each day."""
     days = np.asarray(days, dtype=np.float64)

@@ -150,7 +150,7 @@ def write_run(result, out_dir: str | os.PathLike, command: list[str] | None = No
 
     Parameters
     ----------
-    result : the :class:`~engraft.simulation.Result` to write.
+    result : the :class:`~engraft.timeline.Result` to write.
     out_dir : the run directory. A new path, an empty directory, or (with
         ``force``) an earlier engraft run directory; anything else is refused
         (:class:`~engraft.outputs.OutputError`) and left as it is.

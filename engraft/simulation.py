@@ -1,10 +1,16 @@
-"""Orchestration of a run: burn-in, conditioning, infusion, chunked kernel calls, records.
+"""The kernel engine: state arrays, conditioning, infusion, chunked kernel calls, records.
 
-Layers (style guide): config -> :class:`Simulation` (state arrays and the
-timeline) -> :func:`engraft.kernel.sequential.run_steps` (compiled; named tuples
-of arrays, :mod:`engraft.kernel.structs`). The kernel runs many steps per call
-and returns to Python only at the next record, snapshot or event, so Python
-costs stay per record, not per step.
+Layers (style guide): config -> :class:`Simulation` (state arrays; an
+:class:`engraft.timeline.Engine`) -> :func:`engraft.kernel.sequential.run_steps`
+(compiled; named tuples of arrays, :mod:`engraft.kernel.structs`). The run
+around it (burn-in, the timeline, the summary, the :class:`Result`) is
+:func:`engraft.timeline.run_engine`, shared with the Mesa reference model. The
+kernel runs many steps per call and returns to Python only at the next record,
+snapshot or event, so Python costs stay per record, not per step.
+
+The timeline, scales, infusion arithmetic and tally tables that used to live
+here are re-exported from :mod:`engraft.timeline`, :mod:`engraft.scaling` and
+:mod:`engraft.tally` (``from engraft.simulation import Timeline`` still works).
 
 Random streams: the run's seed feeds one :class:`numpy.random.SeedSequence`;
 its first child drives set-up in Python (niche map, conditioning, infusions,
@@ -14,280 +20,32 @@ config and seed therefore give bit-identical tables.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from engraft import rates, tally
-from engraft.config.load import ConfigError
-from engraft.config.schema import Experiment, InfusionConfig
+from engraft import rates, tally, timeline
+from engraft.config.schema import Experiment
 from engraft.kernel import parallel, sequential
 from engraft.kernel.layout import C_EMPTY, C_EMPTY_NICHE, N_EXIT_QUANTITIES
 from engraft.kernel.rng import seed_state
 from engraft.kernel.structs import Lattice, Rules
 from engraft.kernel.structs import Pool as KernelPool
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, Pool, State, index_dtype, neighbour_offsets, niche_map
-from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
-
-ProgressCallback = Callable[[int, int], None]
-
-#: days at the end of burn-in whose mean exit flux sets the mature compartments
-EQUILIBRATION_WINDOW_DAYS = 100.0
-
-
-# ----------------------------------------------------------------------------------
-# scales and infusion sizes: config-level arithmetic shared by both engines
-# ----------------------------------------------------------------------------------
-def niche_site_count(exp: Experiment) -> int:
-    return int(round(exp.lattice.niche_fraction * exp.lattice.n_sites))
-
-
-def scales(exp: Experiment) -> dict[str, float]:
-    """Body cells per lattice cell, per cell type (see MarrowConfig)."""
-    n_niche = niche_site_count(exp)
-    n_other = exp.lattice.n_sites - n_niche
-    hsc_scale = exp.marrow.hsc_count / n_niche if n_niche else math.inf
-    prog_scale = exp.marrow.progenitor_count / n_other if n_other else math.inf
-    return {name: hsc_scale if ct.kind == "hsc" else prog_scale for name, ct in exp.cell_types.items()}
-
-
-#: body HSCs per lattice HSC up to which clone read-outs (clones alive, Shannon diversity,
-#: largest clone) are those of a body-sized pool: each lattice clone is then at most 1.5
-#: body clones. Above it they describe the lattice sample (a run says so).
-BODY_EQUIVALENT_HSC_SCALE = 1.5
-
-
-def hsc_scale(exp: Experiment) -> float:
-    """Body HSCs per lattice HSC."""
-    return scales(exp)[exp.hsc_type]
-
-
-def lattice_size_for_hsc_scale(exp: Experiment, limit: float = BODY_EQUIVALENT_HSC_SCALE) -> int:
-    """The smallest lattice.size (same dims and niche fraction) at which the HSC scale is <= limit."""
-    lat = exp.lattice
-    if lat.niche_fraction == 0:
-        return lat.size
-    size = max(3, math.ceil((exp.marrow.hsc_count / limit / lat.niche_fraction) ** (1.0 / lat.dims)) - 1)
-    while exp.marrow.hsc_count / max(1, round(lat.niche_fraction * size**lat.dims)) > limit:
-        size += 1
-    return size
-
-
-def scale_notes(exp: Experiment) -> dict:
-    """What the HSC scale means for the clone read-outs (summary and provenance)."""
-    sc = hsc_scale(exp)
-    body = sc <= BODY_EQUIVALENT_HSC_SCALE
-    note = None
-    if not body:
-        note = (f"HSC scale {sc:.3g} body HSCs per lattice HSC (above {BODY_EQUIVALENT_HSC_SCALE:g}): clone "
-                f"counts, Shannon diversity and the largest clone describe the lattice sample, not a "
-                f"body-sized HSC pool; lattice.size >= {lattice_size_for_hsc_scale(exp)} gives body-equivalent "
-                f"clones")
-    return {"hsc_scale": sc, "clone_readouts_body_equivalent": body, "hsc_scale_warning": note}
-
-
-def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) -> dict[str, float]:
-    """Mean lattice cells of each type that an infusion puts into the blood."""
-    sc = scales(exp)
-    body = infusion.dose_per_kg * exp.patient.weight_kg * infusion.homing
-    return {name: body * frac / sc[name] for name, frac in infusion.composition.items() if frac > 0}
-
-
-def check_infusions(exp: Experiment) -> None:
-    """A dose that would put no cell of a type on the lattice is an error, with the fix."""
-    for i, inf in enumerate(exp.infusions):
-        for name, mean in expected_infused_lattice_cells(exp, inf).items():
-            if mean >= 1.0:
-                continue
-            if mean == 0.0:  # an infinite scale: no sites of the kind this type needs
-                raise ConfigError(
-                    f"infusions[{i}].composition.{name}: the lattice has no "
-                    f"{'niche' if exp.cell_types[name].kind == 'hsc' else 'non-niche'} sites for "
-                    f"infused {name} cells; change lattice.niche_fraction ({exp.lattice.niche_fraction:g})"
-                )
-            needed = exp.lattice.size * (1.0 / mean) ** (1.0 / exp.lattice.dims)
-            raise ConfigError(
-                f"infusions[{i}].composition.{name}: the dose gives {mean:.3g} lattice {name} cells "
-                f"(scale {scales(exp)[name]:.3g} body cells per lattice cell); at least one is "
-                f"needed: use lattice.size >= {math.ceil(needed)} or a larger dose"
-            )
-
-
-def sample_vcn(inf: InfusionConfig, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Vector copies of ``n`` transduced cells (each >= 1, capped at 255)."""
-    spec = inf.vcn
-    if spec.distribution == "categorical":
-        copies = np.array(sorted(spec.probabilities), dtype=np.int64)
-        p = np.array([spec.probabilities[c] for c in copies])
-        return rng.choice(copies, size=n, p=p / p.sum()).astype(np.uint8)
-    out = rng.poisson(spec.mean, size=n)
-    bad = out == 0
-    while bad.any():  # zero-truncated Poisson by rejection
-        out[bad] = rng.poisson(spec.mean, size=int(bad.sum()))
-        bad = out == 0
-    return np.minimum(out, 255).astype(np.uint8)
-
-
-def stochastic_round(x: float, rng: np.random.Generator) -> int:
-    """floor(x) plus one with probability frac(x): unbiased integer for x."""
-    base = math.floor(x)
-    return int(base + (rng.random() < x - base))
-
-
-# ----------------------------------------------------------------------------------
-# the timeline
-# ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Timeline:
-    """Step numbers of everything that happens; step 0 starts at day 0.
-
-    Step k covers days (k dt, (k+1) dt]. An event on day e happens before
-    step round(e / dt); a record on day r is taken after step round(r / dt) - 1.
-    The follow-up starts at ``start_step``: day 0, or the first conditioning
-    dose when a regimen starts before the infusion (negative days); burn-in
-    ends there.
-    """
-
-    dt: float
-    burn_in_steps: int
-    total_steps: int
-    record_steps: tuple[int, ...]
-    snapshot_steps: tuple[int, ...]
-    conditioning_steps: tuple[int, ...]
-    infusion_steps: tuple[int, ...]
-    start_step: int = 0
-    #: daily records while a record's counts are low (engraft.readouts.CountWatch); None: never
-    watch: object = None
-    #: the records that also read the lattice (all of them unless time.lattice_record_interval_days)
-    census_steps: tuple[int, ...] | None = None
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> Timeline:
-        t = exp.time
-        dt = t.dt_days
-        total = int(round(t.duration_days / dt))
-        cond = () if exp.conditioning is None else tuple(int(round(d / dt)) for d in exp.conditioning.dose_days)
-        start = min(0, *cond) if cond else 0
-
-        def steps_every(interval: float) -> set[int]:
-            n = int(math.floor(t.duration_days / interval + 1e-9))
-            return {int(round(j * interval / dt)) for j in range(n + 1)} | {0, total}
-
-        snaps = steps_every(t.snapshot_interval_days) if t.snapshot_interval_days else {0, total}
-        records = steps_every(t.record_interval_days)
-        # daily from the first conditioning dose to day 0, and with blood counts to the end of
-        # the engraftment window (blood_counts.daily_records_until_day)
-        until_day = 0.0 if exp.blood_counts is None else exp.blood_counts.daily_records_until_day
-        first_day = math.ceil(start * dt - 1e-9)
-        # the first step at or after each whole day, so each record falls on its own calendar day
-        records |= {math.ceil(d / dt - 1e-9) for d in range(first_day, int(math.floor(until_day + 1e-9)) + 1)}
-        watch = None
-        if exp.blood_counts is not None:
-            from engraft.readouts import CountWatch
-
-            watch = CountWatch.from_experiment(exp)
-        record_steps = tuple(sorted(s for s in records if start <= s <= total))
-        census = None
-        if t.lattice_record_interval_days is not None:
-            after = int(round(t.lattice_record_after_days / dt))
-            grid = steps_every(t.lattice_record_interval_days)
-            census = tuple(s for s in record_steps if s <= after or s in grid or s == total)
-        return cls(
-            dt=dt,
-            burn_in_steps=int(round(t.burn_in_days / dt)),
-            total_steps=total,
-            record_steps=record_steps,
-            census_steps=census,
-            snapshot_steps=tuple(sorted(s for s in snaps if 0 <= s <= total)),
-            conditioning_steps=cond,
-            infusion_steps=tuple(int(round(inf.day / dt)) for inf in exp.infusions),
-            start_step=start,
-            watch=watch,
-        )
-
-    def next_day_step(self, step: int) -> int:
-        """The first step at or after the next whole day after ``step`` (daily records while counts are low)."""
-        return math.ceil((math.floor(step * self.dt + 1e-6) + 1) / self.dt - 1e-9)
-
-    @property
-    def first_step(self) -> int:
-        """The step burn-in starts at (its steps come before ``start_step``)."""
-        return self.start_step - self.burn_in_steps
-
-    @property
-    def steps_in_all(self) -> int:
-        """Burn-in and follow-up steps together."""
-        return self.total_steps - self.first_step
-
-    def boundaries(self) -> list[int]:
-        """Steps at which control must come back to Python, ascending (without daily records
-        added while counts are low)."""
-        events = (set(self.record_steps) | set(self.snapshot_steps) | set(self.infusion_steps)
-                  | set(self.conditioning_steps))
-        return sorted(s for s in events if self.start_step <= s <= self.total_steps)
-
-
-def follow_timeline(engine, timeline: Timeline, position: Callable[[], int],
-                    progress: ProgressCallback | None = None) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Step an engine through the timeline after burn-in: events, records, snapshots.
-
-    Both engines (the kernel :class:`Simulation` and the Mesa reference model)
-    follow the same timeline through this one function, so an event or a
-    record can never fall on different steps in the two. ``engine`` provides
-    ``advance(n)``, ``condition()`` (one conditioning dose), ``infuse(i)``,
-    ``record() -> dict``, ``snapshot() -> dict`` and ``day``; ``position()``
-    is its step number. At each boundary the events come first, then the
-    record and snapshot of the state they leave. A record whose blood counts
-    are low (``timeline.watch``) adds a record one day later, so counts are
-    recorded daily while they are low, whatever the record interval.
-
-    Returns the records (one dict each) and the snapshots stacked per array,
-    with their ``day``.
-    """
-    import heapq
-
-    total = timeline.steps_in_all
-    census = set(timeline.census_steps or ())
-    rows, snaps, snap_days = [], [], []
-    pending = timeline.boundaries()
-    heapq.heapify(pending)
-    records = set(timeline.record_steps)
-    done: set[int] = set()
-    while pending:
-        boundary = heapq.heappop(pending)
-        if boundary in done:
-            continue
-        done.add(boundary)
-        while position() < boundary:
-            engine.advance(boundary - position())
-            if progress:
-                progress(position() - timeline.first_step, total)
-        for step in timeline.conditioning_steps:
-            if step == boundary:
-                engine.condition()
-        for i, step in enumerate(timeline.infusion_steps):
-            if step == boundary:
-                engine.infuse(i)
-        if boundary in records:
-            if timeline.census_steps is None:
-                row = engine.record()
-            else:  # sparse lattice read-outs (kernel engine only; checked in the config)
-                row = engine.record(census=boundary in census)
-            rows.append(row)
-            nxt = timeline.next_day_step(boundary)
-            if (timeline.watch is not None and nxt <= timeline.total_steps and nxt not in done
-                    and timeline.watch.low(row)):
-                records.add(nxt)
-                heapq.heappush(pending, nxt)
-        if boundary in timeline.snapshot_steps:
-            snaps.append(engine.snapshot())
-            snap_days.append(engine.day)
-    snapshots = {key: np.stack([snap[key] for snap in snaps]) for key in snaps[0]}
-    snapshots["day"] = np.array(snap_days)
-    return rows, snapshots
+from engraft.readouts import GraftClones, ReadoutSpec, record_row
+from engraft.scaling import (  # noqa: F401 (the rest: re-exported)
+    BODY_EQUIVALENT_HSC_SCALE,
+    check_infusions,
+    draw_infusion,
+    expected_infused_lattice_cells,
+    hsc_scale,
+    lattice_size_for_hsc_scale,
+    niche_site_count,
+    sample_vcn,
+    scale_notes,
+    scales,
+    stochastic_round,
+)
+from engraft.tally import EQUILIBRATION_WINDOW_DAYS, TallyTables  # noqa: F401 (re-exported)
+from engraft.timeline import ProgressCallback, Result, Timeline, run_engine
 
 
 # ----------------------------------------------------------------------------------
@@ -343,99 +101,6 @@ def kernel_rules(exp: Experiment) -> Rules:
     )
 
 
-@dataclass
-class TallyTables:
-    """Maps per-type exit counts to whole-body lineage inflow; the tally's step matrices."""
-
-    exit_to_lineage: np.ndarray  # (n_types, n_lineages): body cells per exit
-    tau: np.ndarray
-    secretion: np.ndarray  # IU/day per expression unit, per lineage
-    k: float
-    volume_dl: float
-    residences: list  # per lineage: mean days in each chain compartment (maturation, storage, blood)
-    n_blood: np.ndarray  # per lineage: how many of them are in blood
-    phi: np.ndarray
-    gamma: np.ndarray
-    ek: float
-
-    @classmethod
-    def from_experiment(cls, exp: Experiment) -> TallyTables:
-        sc = scales(exp)
-        lineages = exp.lineage_names
-        exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
-        for t, name in enumerate(exp.type_names):
-            ct = exp.cell_types[name]
-            # a lattice with no site of this type's kind (every site a niche) never holds one: it
-            # adds nothing, rather than 0 exits x an infinite scale = NaN
-            if ct.kind == "progenitor" and ct.lineage is not None and math.isfinite(sc[name]):
-                exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
-        tg = exp.transgene
-        secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
-                              else 0.0 for lin in lineages])
-        tau = np.array([exp.mature[lin].lifespan_days for lin in lineages])
-        k = math.log(2) / exp.pk.half_life_days
-        volume_dl = exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0
-        residences = []
-        n_blood = np.ones(len(lineages), dtype=np.int64)
-        for i, lin in enumerate(lineages):
-            m = exp.maturation.get(lin)
-            before = (tally.transit_times(m.stages, m.mean_transit_days, m.reserve_days)
-                      if m is not None else np.zeros(0))
-            n_blood[i] = 1 if m is None else m.blood_stages
-            residences.append(tally.lineage_residences(before, float(tau[i]), int(n_blood[i])))
-        dt = exp.time.dt_days
-        phi, gamma = tally.step_matrices(residences, n_blood, secretion / volume_dl, k, dt)
-        return cls(
-            exit_to_lineage=exit_to_lineage, tau=tau, secretion=secretion, k=k, volume_dl=volume_dl,
-            residences=residences, n_blood=n_blood, phi=phi, gamma=gamma, ek=math.exp(-k * dt),
-        )
-
-    @property
-    def n_chain(self) -> np.ndarray:
-        return np.array([r.size for r in self.residences], dtype=np.int64)
-
-    def empty_chain(self) -> np.ndarray:
-        """Chain compartments (n_lineages, max_chain, quantities), all zero."""
-        return np.zeros((len(self.residences), int(self.n_chain.max(initial=0)), N_EXIT_QUANTITIES))
-
-    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """Mature compartments (blood totals) and chain compartments at the steady state of the mean exit flux over the
-        last EQUILIBRATION_WINDOW_DAYS of burn-in (both engines end burn-in with this)."""
-        n = burn_in_exits.shape[0]
-        window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / dt))))
-        mean_inflow = self.inflow(burn_in_exits[-window:], dt).mean(axis=0)
-        return (tally.steady_state(mean_inflow, self.tau),
-                tally.chain_steady_state(mean_inflow, self.residences))
-
-    def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
-        """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
-        return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
-
-    def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
-                dt: float) -> None:
-        """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
-        tally.advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
-                      self.n_blood, self.ek)
-
-
-# ----------------------------------------------------------------------------------
-# results
-# ----------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """Everything one run produced (see :mod:`engraft.results` for the files)."""
-
-    config: Experiment
-    seed: int
-    engine: str
-    timeseries: object  # pandas.DataFrame, one row per record
-    clones: object  # pandas.DataFrame, one row per graft clone alive at the end
-    snapshots: dict[str, np.ndarray]
-    summary: dict
-    wall_seconds: float
-    extra: dict = field(default_factory=dict)
-
-
 # ----------------------------------------------------------------------------------
 # the kernel engine
 # ----------------------------------------------------------------------------------
@@ -485,9 +150,7 @@ class Simulation:
         self.mature = np.zeros((len(exp.lineage_names), N_EXIT_QUANTITIES))
         self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
-        self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
-        self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
-        self.next_clone = 1
+        self.graft_clones = GraftClones()
         self.step = self.timeline.first_step
         self.baseline_mature: np.ndarray | None = None
         self._seed_host_hscs()
@@ -532,14 +195,9 @@ class Simulation:
         self.step += n_steps
         return exits
 
-    def burn_in(self) -> None:
-        """Run the host alone to steady state; then set the mature compartments to
-        the steady state of the mean exit flux over the last days of burn-in."""
-        n = self.timeline.burn_in_steps
-        if n > 0:
-            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(self.advance(n), self.timeline.dt)
-        self.step = self.timeline.start_step
-        self.baseline_mature = self.mature.copy()
+    def burn_in(self, progress: ProgressCallback | None = None) -> None:
+        """Run the host alone to steady state (:func:`engraft.timeline.burn_in`)."""
+        timeline.burn_in(self, progress)
 
     def condition(self) -> int:
         """One conditioning dose: kill host cells (lattice and blood) with their type's kill
@@ -568,29 +226,31 @@ class Simulation:
 
     def infuse(self, index: int) -> dict[str, int]:
         """Put infusion ``index``'s homed cells into the blood; return lattice cells per type."""
-        inf = self.exp.infusions[index]
-        names = self.exp.type_names
-        counts = {name: stochastic_round(mean, self.rng)
-                  for name, mean in expected_infused_lattice_cells(self.exp, inf).items()}
-        ctype = np.concatenate([np.full(c, names.index(name), dtype=np.int8) for name, c in counts.items()]
-                               or [np.zeros(0, np.int8)])
-        n = ctype.size
-        transduced = self.rng.random(n) < inf.transduction
-        vcn = np.zeros(n, dtype=np.uint8)
-        vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
+        cells = draw_infusion(self.exp, index, self.rng)
+        ctype, vcn = cells.types, cells.vcn
         divs = self.rules.max_divisions[ctype].astype(np.uint8)
         divs[ctype == self.rules.hsc_type] = 0
-        clone = np.arange(self.next_clone, self.next_clone + n, dtype=np.int32)
-        self.next_clone += n
-        self.clone_vcn.append(vcn.copy())
-        self.clone_infusion.append(np.full(n, index, dtype=np.int64))
-        self.pool.add(ctype, np.full(n, GRAFT, dtype=np.uint8), vcn, divs, clone)
-        return counts
+        clone = self.graft_clones.add(vcn, index)
+        self.pool.add(ctype, np.full(ctype.size, GRAFT, dtype=np.uint8), vcn, divs, clone)
+        return cells.counts
 
     # -- read-outs ---------------------------------------------------------------------
     @property
+    def position(self) -> int:
+        """The step number (``step``; the :class:`engraft.timeline.Engine` name)."""
+        return self.step
+
+    @position.setter
+    def position(self, step: int) -> None:
+        self.step = step
+
+    @property
     def day(self) -> float:
         return self.step * self.timeline.dt
+
+    @property
+    def niche(self) -> np.ndarray:
+        return self.state.niche
 
     def record(self, census: bool = True) -> dict:
         s = self.state
@@ -604,26 +264,12 @@ class Simulation:
 
     def clone_table(self):
         s = self.state
-        return clone_table(self.spec, s.ctype, s.flags, s.clone, np.concatenate(self.clone_vcn),
-                           np.concatenate(self.clone_infusion))
+        return self.graft_clones.table(self.spec, s.ctype, s.flags, s.clone)
+
+    def result_extra(self) -> dict:
+        return {"kernel": self.kernel}
 
     # -- a whole run ---------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> Result:
-        import pandas as pd
-
-        start = time.perf_counter()
-        tl = self.timeline
-        self.burn_in()
-        if progress:
-            progress(tl.burn_in_steps, tl.steps_in_all)
-        rows, snapshots = follow_timeline(self, tl, lambda: self.step, progress)
-        timeseries = pd.DataFrame(rows)
-        snapshots["niche"] = self.state.niche.copy()
-        summary = summarize(timeseries, self.spec)
-        summary.update(scale_notes(self.exp))
-        return Result(
-            config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
-            clones=self.clone_table(), snapshots=snapshots, summary=summary,
-            wall_seconds=time.perf_counter() - start,
-            extra={"scales": scales(self.exp), "kernel": self.kernel},
-        )
+        """Burn-in, the timeline and the summary (:func:`engraft.timeline.run_engine`)."""
+        return run_engine(self, progress)

@@ -31,6 +31,8 @@ Without maturation a lineage is one compartment and this is the closed form
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
@@ -39,12 +41,18 @@ from engraft.errors import NumericalFailure
 from engraft.kernel import layout
 from engraft.kernel.jit import JIT
 
+if TYPE_CHECKING:
+    from engraft.config.schema import Experiment
+
 # quantities per compartment: the numbering of the kernels' exit counts
 CELLS, GRAFT_CELLS, TRANSDUCED_CELLS = layout.X_CELLS, layout.X_GRAFT, layout.X_TRANSDUCED
 VECTOR_COPIES, EXPRESSION_UNITS = layout.X_VCN, layout.X_EXPRESSION
 N_QUANTITIES = layout.N_EXIT_QUANTITIES
 
 SEVERITY_CLASSES = ("severe", "moderate", "mild", "normal")
+
+#: days at the end of burn-in whose mean exit flux sets the mature compartments
+EQUILIBRATION_WINDOW_DAYS = 100.0
 
 
 def severity(level_iu_dl: float) -> str:
@@ -244,3 +252,87 @@ def chain_steady_state(inflow_per_day: np.ndarray, residences: list[np.ndarray])
 def plasma_steady_state(production_iu_per_day: float, half_life_days: float, volume_dl: float) -> float:
     """P / (V k): the level that constant production settles at (IU/dL)."""
     return production_iu_per_day / (volume_dl * math.log(2) / half_life_days)
+
+
+# ----------------------------------------------------------------------------------
+# one experiment's tally
+# ----------------------------------------------------------------------------------
+@dataclass
+class TallyTables:
+    """Maps per-type exit counts to whole-body lineage inflow; the tally's step matrices.
+
+    One experiment's tally, built once per run; both engines feed it their exit counts.
+    """
+
+    exit_to_lineage: np.ndarray  # (n_types, n_lineages): body cells per exit
+    tau: np.ndarray
+    secretion: np.ndarray  # IU/day per expression unit, per lineage
+    k: float
+    volume_dl: float
+    residences: list  # per lineage: mean days in each chain compartment (maturation, storage, blood)
+    n_blood: np.ndarray  # per lineage: how many of them are in blood
+    phi: np.ndarray
+    gamma: np.ndarray
+    ek: float
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment) -> TallyTables:
+        from engraft import scaling  # (here, not at the top: the tally's numerics need no config)
+
+        sc = scaling.scales(exp)  # looked up at call time: the resolution case's fault replaces it
+        lineages = exp.lineage_names
+        exit_to_lineage = np.zeros((len(exp.type_names), len(lineages)))
+        for t, name in enumerate(exp.type_names):
+            ct = exp.cell_types[name]
+            # a lattice with no site of this type's kind (every site a niche) never holds one: it
+            # adds nothing, rather than 0 exits x an infinite scale = NaN
+            if ct.kind == "progenitor" and ct.lineage is not None and math.isfinite(sc[name]):
+                exit_to_lineage[t, lineages.index(ct.lineage)] = ct.amplification * sc[name]
+        tg = exp.transgene
+        secretion = np.array([tg.expression_per_vcn / 1e9 if (tg.mode == "secreted" and lin in tg.lineages)
+                              else 0.0 for lin in lineages])
+        tau = np.array([exp.mature[lin].lifespan_days for lin in lineages])
+        k = math.log(2) / exp.pk.half_life_days
+        volume_dl = exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0
+        residences = []
+        n_blood = np.ones(len(lineages), dtype=np.int64)
+        for i, lin in enumerate(lineages):
+            m = exp.maturation.get(lin)
+            before = (transit_times(m.stages, m.mean_transit_days, m.reserve_days)
+                      if m is not None else np.zeros(0))
+            n_blood[i] = 1 if m is None else m.blood_stages
+            residences.append(lineage_residences(before, float(tau[i]), int(n_blood[i])))
+        dt = exp.time.dt_days
+        phi, gamma = step_matrices(residences, n_blood, secretion / volume_dl, k, dt)
+        return cls(
+            exit_to_lineage=exit_to_lineage, tau=tau, secretion=secretion, k=k, volume_dl=volume_dl,
+            residences=residences, n_blood=n_blood, phi=phi, gamma=gamma, ek=math.exp(-k * dt),
+        )
+
+    @property
+    def n_chain(self) -> np.ndarray:
+        return np.array([r.size for r in self.residences], dtype=np.int64)
+
+    def empty_chain(self) -> np.ndarray:
+        """Chain compartments (n_lineages, max_chain, quantities), all zero."""
+        return np.zeros((len(self.residences), int(self.n_chain.max(initial=0)), N_QUANTITIES))
+
+    def equilibrium(self, burn_in_exits: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mature compartments (blood totals) and chain compartments at the steady state of the mean exit flux over the
+        last EQUILIBRATION_WINDOW_DAYS of burn-in (both engines end burn-in with this)."""
+        n = burn_in_exits.shape[0]
+        window = max(1, min(n, int(round(EQUILIBRATION_WINDOW_DAYS / dt))))
+        mean_inflow = self.inflow(burn_in_exits[-window:], dt).mean(axis=0)
+        return (steady_state(mean_inflow, self.tau),
+                chain_steady_state(mean_inflow, self.residences))
+
+    def inflow(self, exits: np.ndarray, dt: float) -> np.ndarray:
+        """(steps, types, q) exit counts -> (steps, lineages, q) body cells per day."""
+        return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
+
+    def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
+                dt: float) -> None:
+        """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
+        # (the module's compiled advance: a method's name is not in scope in its body)
+        advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
+                self.n_blood, self.ek)

@@ -550,7 +550,7 @@ def parse_cohort(data: dict, base_dir: str | os.PathLike = ".", *, check_runs: b
 
 
 def _check_patient(cohort: Cohort, params: dict, spec: CohortSpec, arm: int, patient: int) -> None:
-    from engraft.simulation import check_infusions
+    from engraft.scaling import check_infusions
 
     try:
         exp = validate(cohort.config_with(params))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engraft.config.load import estimate_memory_bytes, load_config
 from engraft.engines import preflight
-from engraft.simulation import scale_notes, scales
+from engraft.scaling import scale_notes, scales
 
 HELP = "check a config file and print what it resolves to"
 

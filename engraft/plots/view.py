@@ -1,12 +1,15 @@
 """The interactive browser view: Mesa's SolaraViz around a marrow model with sliders.
 
-:class:`MarrowView` is a thin Mesa model that drives either engine through
-the same calls (``burn_in``, ``condition``, ``infuse``, ``advance``,
-``record``, ``snapshot``): the Mesa reference model
-(:class:`engraft.reference.ReferenceModel`, preferred: the page then shows
-agents stepping with ``shuffle_do``) or the compiled kernel
-(:class:`engraft.simulation.Simulation`) for lattices too large for Mesa.
-One Mesa step of the view is ``days_per_step`` days of simulation.
+:class:`MarrowView` is a thin Mesa model that drives either engine
+(an :class:`engraft.timeline.Engine`) the way a run does: the one burn-in
+(:func:`engraft.timeline.burn_in`), then the run's own timeline
+(:class:`engraft.timeline.TimelineRun`), so events, records and the daily
+records of low counts fall on the same steps as in ``engraft run``. The
+engine is the Mesa reference model (:class:`engraft.reference.ReferenceModel`,
+preferred: the page then shows agents stepping with ``shuffle_do``) or the
+compiled kernel (:class:`engraft.simulation.Simulation`) for lattices too
+large for Mesa. One Mesa step of the view is ``days_per_step`` days of
+simulation.
 
 :func:`build_page` returns the SolaraViz page: the lattice (coloured by type,
 origin or clone, a mid-plane slice in 3D), the factor level on its severity
@@ -41,6 +44,7 @@ from engraft.lattice import EMPTY
 from engraft.plots.data import LatticeGeometry, top_clones
 from engraft.plots.lattice_image import LEGEND_CLONES, clone_ranks, lattice_legend, lattice_rgba
 from engraft.readouts import clone_sizes
+from engraft.timeline import Timeline, TimelineRun, burn_in
 
 ENGINES = ("mesa", "kernel")
 #: the app module that ``solara run`` serves; it reads its settings from this variable (JSON)
@@ -79,8 +83,6 @@ def choose_engine(exp, engine: str = "auto") -> str:
 
     Raises ConfigError for ``engine="mesa"`` on a lattice the reference model refuses.
     """
-    from engraft.simulation import Timeline
-
     if engine == "kernel":
         return engine
     try:
@@ -129,7 +131,10 @@ class MarrowView(mesa.Model):
 
     The burn-in runs when the model is built; conditioning and infusions then
     happen on their configured days as the model steps. ``records`` holds one
-    read-out row (:func:`engraft.readouts.record_row`) per step.
+    read-out row (:func:`engraft.readouts.record_row`) per step; ``run`` (an
+    :class:`engraft.timeline.TimelineRun`) holds the run's own records so far
+    (``run.records``: those of ``engraft run`` with the same config and seed,
+    up to the current day).
     """
 
     def __init__(self, config_path: str = "", engine: str = "kernel", dose: float | None = None,
@@ -166,33 +171,31 @@ class MarrowView(mesa.Model):
         self.lineage_names = list(self.exp.lineage_names)
         self.threshold_iu_dl = float(self.exp.readouts.threshold_iu_dl)
         self.duration_days = float(self.exp.time.duration_days)
-        self.marrow.burn_in()
-        self.step_index = self.timeline.start_step  # kernel steps since day 0 (negative: conditioning first)
+        burn_in(self.marrow)
+        self.run = TimelineRun(self.marrow, keep_snapshots=False)
         self.records: list[dict] = []
         self.datacollector = mesa.DataCollector(model_reporters={
             "day": lambda m: m.day,
             "factor_iu_dl": lambda m: m.latest("factor_iu_dl"),
             "hsc_chimerism": lambda m: m.latest("hsc_chimerism"),
         })
-        self._events_at(self.step_index)
-        self._record()
+        self._record(self.run.advance_to(self.timeline.start_step))
         self.running = True
 
     # -- the timeline ------------------------------------------------------------------
     @property
+    def step_index(self) -> int:
+        """The engine's step (steps since day 0; negative: conditioning first)."""
+        return self.marrow.position
+
+    @property
     def day(self) -> float:
-        return self.step_index * self.timeline.dt
+        return self.marrow.day
 
-    def _events_at(self, step: int) -> None:
-        for s in self.timeline.conditioning_steps:
-            if s == step:
-                self.marrow.condition()
-        for i, s in enumerate(self.timeline.infusion_steps):
-            if s == step:
-                self.marrow.infuse(i)
-
-    def _record(self) -> None:
-        row = self.marrow.record()
+    def _record(self, moments) -> None:
+        """This step's row: the run's own record of this step where it read the lattice, else one read now."""
+        here = moments[-1] if moments and moments[-1].step == self.step_index else None
+        row = here.record if here is not None and here.census else self.marrow.record()
         self.records.append(row)
         self.datacollector.collect(self)
 
@@ -200,24 +203,15 @@ class MarrowView(mesa.Model):
         return float(self.records[-1].get(column, math.nan)) if self.records else math.nan
 
     def step(self) -> None:
-        """Advance ``days_per_step`` days (events on their days), then record."""
+        """Advance ``days_per_step`` days along the run's timeline (events on their days), then record."""
         target = min(self.step_index + self.steps_per_view_step, self.timeline.total_steps)
-        events = sorted({s for s in (*self.timeline.conditioning_steps, *self.timeline.infusion_steps)
-                         if self.step_index < s <= target})
-        for s in [*events, target]:
-            if s > self.step_index:
-                self.marrow.advance(s - self.step_index)
-                self.step_index = s
-            if s in events:
-                self._events_at(s)
-        self._record()
+        self._record(self.run.advance_to(target))
         self.running = self.step_index < self.timeline.total_steps
 
     # -- what the page shows ---------------------------------------------------------------
     def lattice_state(self) -> dict[str, np.ndarray]:
         state = dict(self.marrow.snapshot())
-        state["niche"] = np.asarray(self.marrow.niche if self.engine == "mesa"
-                                    else self.marrow.state.niche)
+        state["niche"] = np.asarray(self.marrow.niche)
         return state
 
     def timeseries(self):

@@ -5,7 +5,8 @@ the same validated :class:`~engraft.config.schema.Experiment` as the kernel
 and shares with it only what is not step logic: the rate -> per-step
 probability tables (:mod:`engraft.rates`), the mature-cell and plasma tally
 (:mod:`engraft.tally`), the read-outs (:mod:`engraft.readouts`), the
-timeline, scales and infusion arithmetic (:mod:`engraft.simulation`) and the
+scales and infusion arithmetic (:mod:`engraft.scaling`), the timeline
+and the run around it (:mod:`engraft.timeline`) and the
 niche map (:func:`engraft.lattice.niche_map`). The rules themselves are
 written again, as agent methods (:mod:`engraft.reference.agents`), with Mesa
 idioms:
@@ -43,7 +44,6 @@ Time step semantics (docs/model.md, section 4, and the kernel's docstring in
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -51,25 +51,14 @@ import mesa
 import numpy as np
 from mesa.discrete_space import OrthogonalMooreGrid, OrthogonalVonNeumannGrid
 
-from engraft import rates, tally
+from engraft import rates, tally, timeline
 from engraft.config.load import ConfigError
 from engraft.config.schema import Experiment
 from engraft.lattice import EMPTY, GRAFT, QUIESCENT, SILENCED, niche_map, site_coordinates
-from engraft.readouts import ReadoutSpec, clone_table, record_row, summarize
+from engraft.readouts import GraftClones, ReadoutSpec, record_row
 from engraft.reference.agents import HSC, MarrowCell, Progenitor
-from engraft.simulation import (
-    ProgressCallback,
-    Result,
-    TallyTables,
-    Timeline,
-    check_infusions,
-    expected_infused_lattice_cells,
-    follow_timeline,
-    sample_vcn,
-    scale_notes,
-    scales,
-    stochastic_round,
-)
+from engraft.scaling import check_infusions, draw_infusion
+from engraft.timeline import ProgressCallback, Result, Timeline, run_engine
 
 #: child of the run's SeedSequence that seeds this engine (the kernel uses 0 and 1)
 MESA_STREAM = 2
@@ -84,9 +73,6 @@ BYTES_PER_SITE = 2_500
 MAX_AGENT_STEPS = 3e8
 #: refuse lattices above this many sites (about 2.5 GB of Python objects)
 MAX_SITES = 1_000_000
-
-#: steps per chunk between progress reports during burn-in
-_PROGRESS_CHUNK_STEPS = 500
 
 
 # ----------------------------------------------------------------------------------
@@ -193,7 +179,7 @@ class ReferenceModel(mesa.Model):
         self.seed = run_seed
         self.timeline = Timeline.from_experiment(exp)
         self.dt = exp.time.dt_days
-        self.tally_tables = TallyTables.from_experiment(exp)
+        self.tally_tables = tally.TallyTables.from_experiment(exp)
         self.spec = ReadoutSpec.from_experiment(exp)
         self._read_rules(exp)
         self._build_marrow(exp)
@@ -204,9 +190,7 @@ class ReferenceModel(mesa.Model):
         self.chain = self.tally_tables.empty_chain()
         self.conc = np.zeros(1)
         self.baseline_mature: np.ndarray | None = None
-        self.clone_vcn = [np.zeros(1, dtype=np.uint8)]  # clone 0 = host
-        self.clone_infusion = [np.full(1, -1, dtype=np.int64)]
-        self.next_clone = 1
+        self.graft_clones = GraftClones()
         self.step_index = self.timeline.first_step  # step 0 starts at day 0
         self.datacollector = mesa.DataCollector(model_reporters={"readouts": _readout_row})
         self._seed_host_hscs()
@@ -365,23 +349,9 @@ class ReferenceModel(mesa.Model):
         return exits
 
     # -- transplant ----------------------------------------------------------------------
-    def burn_in(self, progress: ProgressCallback | None = None, total_steps: int = 0) -> None:
-        """Run the host alone to steady state; then set the mature compartments to
-        the steady state of the mean exit flux over the last days of burn-in
-        (as :meth:`engraft.simulation.Simulation.burn_in`)."""
-        n = self.timeline.burn_in_steps
-        if n > 0:
-            chunks = []
-            done = 0
-            while done < n:
-                k = min(_PROGRESS_CHUNK_STEPS, n - done)
-                chunks.append(self.advance(k))
-                done += k
-                if progress:
-                    progress(done, total_steps)
-            self.mature[:], self.chain[:] = self.tally_tables.equilibrium(np.concatenate(chunks), self.dt)
-        self.step_index = self.timeline.start_step
-        self.baseline_mature = self.mature.copy()
+    def burn_in(self, progress: ProgressCallback | None = None) -> None:
+        """Run the host alone to steady state (:func:`engraft.timeline.burn_in`, as for the kernel)."""
+        timeline.burn_in(self, progress)
 
     def condition(self) -> int:
         """One conditioning dose: kill host cells (marrow and blood) with their type's kill per
@@ -410,29 +380,30 @@ class ReferenceModel(mesa.Model):
 
         Each graft cell is its own clone, transduced with probability
         ``transduction``; a transduced cell's copies come from the VCN
-        distribution (:func:`engraft.simulation.sample_vcn`).
+        distribution (:func:`engraft.scaling.draw_infusion`, as for the kernel).
         """
-        inf = self.exp.infusions[index]
-        counts = {name: stochastic_round(mean, self.rng)
-                  for name, mean in expected_infused_lattice_cells(self.exp, inf).items()}
-        types = [self.type_names.index(name) for name, c in counts.items() for _ in range(c)]
-        n = len(types)
-        transduced = self.rng.random(n) < inf.transduction
-        vcn = np.zeros(n, dtype=np.uint8)
-        vcn[transduced] = sample_vcn(inf, int(transduced.sum()), self.rng)
-        for k, t in enumerate(types):
-            graft = {"graft": True, "vcn": int(vcn[k]), "clone_id": self.next_clone + k}
+        cells = draw_infusion(self.exp, index, self.rng)
+        clone_ids = self.graft_clones.add(cells.vcn, index)
+        for t, copies, clone_id in zip(cells.types.tolist(), cells.vcn.tolist(), clone_ids.tolist(),
+                                           strict=True):
+            graft = {"graft": True, "vcn": copies, "clone_id": clone_id}
             if t == self.hsc_index:
                 cell: MarrowCell = HSC(self, **graft)
             else:
                 cell = Progenitor(self, t, divisions_left=self.max_divisions[t], **graft)
             cell.enter_blood()
-        self.next_clone += n
-        self.clone_vcn.append(vcn)
-        self.clone_infusion.append(np.full(n, index, dtype=np.int64))
-        return counts
+        return cells.counts
 
     # -- read-outs -----------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        """The step number (:class:`engraft.timeline.Engine`): ``step_index`` (``step`` is Mesa's)."""
+        return self.step_index
+
+    @position.setter
+    def position(self, step: int) -> None:
+        self.step_index = step
+
     @property
     def day(self) -> float:
         return self.step_index * self.dt
@@ -461,8 +432,15 @@ class ReferenceModel(mesa.Model):
         return record_row(self.spec, self.day, s["ctype"], s["flags"], s["vcn"], s["clone"],
                           len(self.blood), self.mature, float(self.conc[0]), self.baseline_mature)
 
-    def record(self) -> dict:
-        """Collect this time point's read-outs into the DataCollector; return them."""
+    def record(self, census: bool = True) -> dict:
+        """Collect this time point's read-outs into the DataCollector; return them.
+
+        The Mesa engine reads the lattice at every record: ``census`` False (the
+        kernel's sparse lattice records) is refused.
+        """
+        if not census:
+            raise ValueError("the Mesa engine reads the lattice at every record "
+                             "(time.lattice_record_interval_days is for the kernel engine)")
         self.datacollector.collect(self)
         return self.datacollector.model_vars["readouts"][-1]
 
@@ -471,32 +449,18 @@ class ReferenceModel(mesa.Model):
 
     def clone_table(self):
         s = self.lattice_arrays()
-        return clone_table(self.spec, s["ctype"], s["flags"], s["clone"], np.concatenate(self.clone_vcn),
-                           np.concatenate(self.clone_infusion))
+        return self.graft_clones.table(self.spec, s["ctype"], s["flags"], s["clone"])
+
+    def result_extra(self) -> dict:
+        return {"mesa_version": mesa.__version__}
 
     # -- a whole run ---------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> Result:
-        """Burn-in, then the timeline of :class:`engraft.simulation.Timeline`; a :class:`Result`."""
-        import pandas as pd
+        """Burn-in, the timeline and the summary (:func:`engraft.timeline.run_engine`); a :class:`Result`.
 
-        start = time.perf_counter()
-        tl = self.timeline
-        total = tl.steps_in_all
-        self.burn_in(progress, total)
-        if progress:
-            progress(tl.burn_in_steps, total)
-        # records go to the DataCollector, which the time series is read from
-        _, snapshots = follow_timeline(self, tl, lambda: self.step_index, progress)
-        timeseries = pd.DataFrame(self.datacollector.model_vars["readouts"])
-        snapshots["niche"] = self.niche.copy()
-        summary = summarize(timeseries, self.spec)
-        summary.update(scale_notes(self.exp))
-        return Result(
-            config=self.exp, seed=self.seed, engine=self.engine, timeseries=timeseries,
-            clones=self.clone_table(), snapshots=snapshots, summary=summary,
-            wall_seconds=time.perf_counter() - start,
-            extra={"scales": scales(self.exp), "mesa_version": mesa.__version__},
-        )
+        Every record also goes to the model's ``DataCollector``.
+        """
+        return run_engine(self, progress)
 
 
 def run_reference(exp: Experiment, seed: int | None = None,

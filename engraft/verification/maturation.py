@@ -47,7 +47,7 @@ def arrival_cdf(t: np.ndarray, stages: int, mtt: float, reserve: float) -> np.nd
 def pulse(params: dict, seeds: tuple[int, ...], fault: str | None) -> dict:
     """Cumulative arrivals in blood of a unit pulse, per lineage with a maturation chain."""
     from engraft import tally
-    from engraft.simulation import TallyTables
+    from engraft.tally import TallyTables
 
     exp = core.load(CONFIG)
     out = {}

@@ -28,7 +28,7 @@ FAULTS = {"half_life": "the tally clears the factor with a half-life 5 % longer 
 def curves(params: dict, seeds: tuple[int, ...], fault: str | None) -> dict:
     """Levels over time from the tally: production on (from 0), then off (from the plateau)."""
     from engraft import tally
-    from engraft.simulation import TallyTables
+    from engraft.tally import TallyTables
     from engraft.verification.core import load
 
     exp = load(("configs", params["config"]))

@@ -42,17 +42,18 @@ FAULTS = {"fixed_scale": "the body cells per lattice cell are those of a 128 x 1
 
 
 def runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[float]]:
-    from engraft import simulation
-    from engraft.simulation import Simulation, hsc_scale
+    from engraft import scaling
+    from engraft.scaling import hsc_scale
+    from engraft.simulation import Simulation
 
     size = params["size"]
     over = [f"lattice.size={size}", f"time.duration_days={DAYS}", f"time.record_interval_days={DAYS}",
             "time.snapshot_interval_days=null"]
     exp = core.load(("configs", "mouse_transplant.yaml"), over)
-    original = simulation.scales
+    original = scaling.scales
     if fault == "fixed_scale":
         ref = core.load(("configs", "mouse_transplant.yaml"), ["lattice.size=128"])
-        simulation.scales = lambda e: original(ref)
+        scaling.scales = lambda e: original(ref)
     try:
         hsc = exp.type_names.index(exp.hsc_type)
         out = []
@@ -75,7 +76,7 @@ def runs(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[f
                         pre["hsc"] / len(sim.niche_sites), (last["HSC_host"] + last["HSC_graft"]) * sc,
                         last["hsc_chimerism"], last["myeloid_chimerism"], last["platelets_chimerism"]])
     finally:
-        simulation.scales = original
+        scaling.scales = original
     return out
 
 

@@ -54,18 +54,19 @@ def conditioning(params: dict, seeds: tuple[int, ...], fault: str | None) -> dic
 
 
 def rounding(params: dict, seeds: tuple[int, ...], fault: str | None) -> dict:
-    from engraft import simulation
-    from engraft.simulation import Simulation, expected_infused_lattice_cells
+    from engraft import scaling
+    from engraft.scaling import expected_infused_lattice_cells
+    from engraft.simulation import Simulation
 
     exp = core.load(("configs", "tiny.yaml"), ["conditioning=null"])
     mean = expected_infused_lattice_cells(exp, exp.infusions[0])["HSC"]
-    original = simulation.stochastic_round
+    original = scaling.stochastic_round  # draw_infusion's, for both engines
     if fault == "rounding":
-        simulation.stochastic_round = lambda x, rng: int(math.floor(x + 0.5))
+        scaling.stochastic_round = lambda x, rng: int(math.floor(x + 0.5))
     try:
         counts = [Simulation(exp, seed=s).infuse(0)["HSC"] for s in seeds]
     finally:
-        simulation.stochastic_round = original
+        scaling.stochastic_round = original
     return {"mean": mean, "counts": counts}
 
 
