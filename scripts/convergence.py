@@ -100,7 +100,8 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
     condition = sim.condition
 
     def condition_and_count():
-        pre["hsc"] = int(np.count_nonzero(sim.state.ctype == hsc))
+        # the HSC pool before the first dose of the regimen (condition() runs once per dose)
+        pre.setdefault("hsc", int(np.count_nonzero(sim.state.ctype == hsc)))
         return condition()
 
     sim.condition = condition_and_count
