@@ -31,8 +31,12 @@ def test_other_seed_gives_other_tables(tiny):
 
 def test_regression_against_stored_output(tiny):
     """The tiny experiment with its seed reproduces the stored table bit for bit (to 1e-12)."""
-    stored = pd.read_csv(DATA / "regression" / "tiny_timeseries.csv")
-    got = simulate(tiny).timeseries
+    assert_matches_stored(simulate(tiny).timeseries, "tiny_timeseries.csv")
+
+
+def assert_matches_stored(got: pd.DataFrame, name: str) -> None:
+    """``got`` equals the stored table ``tests/data/regression/NAME`` column by column (to 1e-12)."""
+    stored = pd.read_csv(DATA / "regression" / name)
     assert list(got.columns) == list(stored.columns)
     for col in stored.columns:
         if not pd.api.types.is_numeric_dtype(stored[col]):
@@ -50,16 +54,8 @@ FIRST_EVENT_CALIBRATION = ["cell_types.GMP.amplification=103", "cell_types.MkP.a
 def test_first_event_rule_reproduces_the_earlier_stored_output(tiny_path):
     """time.event_probability=first_event, with the amplifications calibrated under it, gives the table
     stored before rate_dt became the default, bit for bit: earlier results stay reproducible."""
-    stored = pd.read_csv(DATA / "regression" / "tiny_timeseries_first_event.csv")
     exp = load_config(tiny_path, ["time.event_probability=first_event", *FIRST_EVENT_CALIBRATION])
-    got = simulate(exp).timeseries
-    assert list(got.columns) == list(stored.columns)
-    for col in stored.columns:
-        if not pd.api.types.is_numeric_dtype(stored[col]):
-            assert (got[col] == stored[col]).all(), col
-        else:
-            np.testing.assert_allclose(got[col].to_numpy(float), stored[col].to_numpy(float),
-                                       rtol=1e-12, atol=0, equal_nan=True, err_msg=col)
+    assert_matches_stored(simulate(exp).timeseries, "tiny_timeseries_first_event.csv")
 
 
 def test_timeseries_records_every_interval(tiny):
