@@ -185,7 +185,7 @@ class TimeConfig(Section):
         "that keeps acting, one event per step, then acts at exactly its configured rates, so results "
         "do not depend on dt to first order); first_event, 1 - exp(-R dt) (the exact chance of a first "
         "event in continuous time; with one event per step it slows a repeatedly acting cell by up to "
-        "R dt / 2: the rule of engraft 0.x before this option, kept to reproduce earlier results)",
+        "R dt / 2: the only rule before this option, kept to reproduce earlier results)",
     )
 
 
