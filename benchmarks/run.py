@@ -333,6 +333,7 @@ def dense_experiment(size: int, dims: int, extra: tuple[str, ...] = ()):
     from engraft import load_config
 
     return load_config(CONFIG, [f"lattice.size={size}", f"lattice.dims={dims}", "lattice.niche_placement=random",
+                                "lattice.niche_cluster_size=null",
                                 "conditioning=null", "infusions=[]", "time.burn_in_days=0", *extra])
 
 

@@ -13,7 +13,7 @@ import pytest
 from engraft import load_config, simulate
 from engraft.cli import main
 from engraft.results import RUN_FILES, read_run, write_run
-from tests.conftest import CONFIGS, DATA
+from tests.conftest import CONFIGS, DATA, ROOT
 
 
 def test_same_seed_gives_identical_tables(tiny):
@@ -357,3 +357,19 @@ def test_a_level_that_is_not_a_number_gets_no_class():
         with pytest.raises(NumericalFailure, match="no class or read-out is given"):
             severity(bad)
     assert severity(0.5) == "severe" and severity(40.0) == "normal"
+
+
+def test_benchmark_states_are_valid_configs():
+    """The benchmark's dense lattice is a valid experiment on the shipped defaults (it once stopped
+    validating when the human set gained niche_cluster_size), and it is fully occupied."""
+    import importlib.util
+    import sys
+
+    from engraft.lattice import EMPTY
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    sim = bench.dense_simulation(32, 2, "sequential")
+    assert (sim.state.ctype != EMPTY).all()
