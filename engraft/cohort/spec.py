@@ -78,7 +78,7 @@ from engraft.config.load import (
 )
 from engraft.errors import brief
 from engraft.sweep.design import DesignSweep
-from engraft.sweep.spec import Parameter, Run, parse_sweep
+from engraft.sweep.spec import Parameter, Run, apply_overrides, parse_sweep
 
 #: keys of the ``cohort:`` section
 COHORT_KEYS = ("patients", "root_seed", "sampling", "parameters", "correlation", "noise", "arm_names",
@@ -472,13 +472,7 @@ def parse_cohort(data: dict, base_dir: str | os.PathLike = ".", *, check_runs: b
         raise ConfigError("cohort: the file has no cohort section (patients and parameters)")
     spec_overrides = raw.get("overrides") if isinstance(raw, dict) else None
     if spec_overrides is not None:
-        if not isinstance(spec_overrides, dict):
-            raise _error("cohort.overrides", f"must be a mapping of key path -> value, got {brief(spec_overrides)}")
-        for path, value in spec_overrides.items():
-            try:
-                set_path(data, split_key_path(str(path)), copy.deepcopy(value))
-            except ConfigError as err:
-                raise _error(f"cohort.overrides.{path}", str(err)) from None
+        apply_overrides(data, spec_overrides, "cohort.overrides")
     sweep_section = data.get("sweep")
     if sweep_section is not None:
         if isinstance(sweep_section, dict) and "replicates" in sweep_section:

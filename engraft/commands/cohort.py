@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engraft.commands import add_executor_arguments, add_override_arguments
+
 HELP = ("run a virtual patient cohort (drawn per-patient parameters x design arms) and write its trial "
         "read-outs: responders with exact CIs, Kaplan-Meier curves, figures; reruns resume")
 
@@ -12,17 +14,11 @@ HELP = ("run a virtual patient cohort (drawn per-patient parameters x design arm
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML experiment with a cohort: section (and optionally sweep: arms)")
     parser.add_argument("--out", help="cohort directory (default: results/<file name>); rerun into it to resume")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="local worker processes (default: every CPU; 1 runs in this process)")
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--dask-local", action="store_true", help="start a Dask LocalCluster on 127.0.0.1")
+    add_executor_arguments(parser)
     parser.add_argument("--kernel", choices=("sequential", "parallel"), help="kernel of every run")
     parser.add_argument("--patients", type=int, metavar="N",
                         help="patients per arm (overrides cohort.patients; the first N are the same patients)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the base experiment (repeatable)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the cohort figures")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_override_arguments(parser, "skip the cohort figures")
 
 
 def main(args) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engraft.commands import add_executor_arguments, add_override_arguments
+
 HELP = ("global sensitivity of read-outs (SALib): Sobol first-order and total indices with Saltelli sampling, "
         "or Morris screening, with bootstrap CIs and the noise floor; reruns resume")
 
@@ -12,14 +14,8 @@ HELP = ("global sensitivity of read-outs (SALib): Sobol first-order and total in
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML experiment with a sensitivity: section")
     parser.add_argument("--out", help="output directory (default: results/<file name>); rerun into it to resume")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="local worker processes (default: every CPU; 1 runs in this process)")
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786")
-    parser.add_argument("--dask-local", action="store_true", help="start a Dask LocalCluster on 127.0.0.1")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the base experiment (repeatable)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the bar chart")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_executor_arguments(parser)
+    add_override_arguments(parser, "skip the bar chart")
 
 
 def main(args) -> int:

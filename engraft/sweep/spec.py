@@ -161,6 +161,17 @@ def _error(path: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {message}")
 
 
+def apply_overrides(data: dict, overrides: Any, where: str) -> None:
+    """Set each ``key.path: value`` of ``overrides`` in ``data``; errors are scoped to ``where``."""
+    if not isinstance(overrides, dict):
+        raise _error(where, f"must be a mapping of key path -> value, got {brief(overrides)}")
+    for path, value in overrides.items():
+        try:
+            set_path(data, split_key_path(str(path)), copy.deepcopy(value))
+        except ConfigError as err:
+            raise _error(f"{where}.{path}", str(err)) from None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -320,13 +331,7 @@ def parse_sweep(data: dict, *, check_runs: bool = True) -> Sweep:
         raise _error("sweep.scheduler", f"must be a Dask scheduler address such as tcp://host:8786, "
                                         f"got {brief(scheduler)}")
     overrides = spec.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise _error("sweep.overrides", f"must be a mapping of key path -> value, got {brief(overrides)}")
-    for path, value in overrides.items():
-        try:
-            set_path(data, split_key_path(str(path)), copy.deepcopy(value))
-        except ConfigError as err:
-            raise _error(f"sweep.overrides.{path}", str(err)) from None
+    apply_overrides(data, overrides, "sweep.overrides")
 
     raw = spec.get("parameters")
     if raw is None:  # replicates alone: the same design, new seeds
