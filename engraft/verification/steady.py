@@ -35,12 +35,19 @@ def drift(params: dict, seeds: tuple[int, ...], fault: str | None) -> list[list[
     for seed in seeds:
         sim = Simulation(exp, seed=seed)
         if fault == "mpp_apoptosis":  # the fault starts after burn-in: the marrow leaves its steady state
+            import pandas as pd
+
             from engraft import rates
+            from engraft.timeline import TimelineRun
 
             sim.burn_in()
             sim.rules.p_any[:], sim.rules.cum[:] = rates.step_tables(faulty)
-            sim.burn_in = lambda: None  # already done
-        ts = sim.run().timeseries
+            run = TimelineRun(sim)  # the follow-up alone (run() would burn in again, with the fault)
+            for _ in run:
+                pass
+            ts = pd.DataFrame(run.records)
+        else:
+            ts = sim.run().timeseries
         # the record grid only: daily records added while a count is low (blood_counts) differ by seed
         ts = ts[np.isin(ts["day"].to_numpy(), np.arange(0, days + 1, days // 10))]
         rows = []
