@@ -2,8 +2,11 @@
 
 Each function is named after the method of the Mesa reference
 (:mod:`engraft.reference.agents`, :class:`engraft.reference.model.ReferenceModel`)
-that it mirrors, and is compiled into its callers (``inline='always'``), so
-a call costs nothing and a visit's arrays need not be passed one by one.
+that it mirrors. They are compiled as ordinary Numba functions, called
+from the kernels' loops; Numba's own inlining (``inline='always'``, at the
+level of its IR) made the sequential kernel 1.2x slower on a fully
+occupied 1024^2 lattice and 1.4x on the burned-in human marrow (paired
+runs; docs/performance.md), so it is not used.
 The kernels keep only what differs between them: the visit order, the
 random source (a function here takes its uniform draws as arguments), and
 where a daughter or a cell bound for the blood goes.
@@ -43,7 +46,9 @@ from engraft.kernel.layout import (
     X_VCN,
 )
 
-RULE_JIT = {**JIT, "inline": "always"}
+#: how the rule functions are compiled: as the kernels' other helpers (not ``inline='always'``:
+#: see the module docstring)
+RULE_JIT = dict(JIT)
 
 
 @njit(**RULE_JIT)

@@ -372,8 +372,9 @@ def run_steps(n_steps, exits, lat, pool, rules, order, state):
                 target = -1
                 if not placement_pool:
                     # rules.random_empty_neighbours, written out: called here it made a dense 1024^2
-                    # step about 1.16x slower (paired runs; docs/performance.md). The same neighbours
-                    # in the same order (the stored regression table is unchanged; the rule tests run on both kernels).
+                    # step 1.16x slower, and 1.3-1.4x once the rules were no longer inlined by Numba
+                    # (paired runs; docs/performance.md). The same neighbours in the same order (the
+                    # stored regression table is unchanged; the rule tests run on both kernels).
                     for_hsc = hsc and td == hsc_type
                     q = i // size
                     x = i - q * size
