@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from engraft import load_config, simulate
 from engraft.cli import main
@@ -171,20 +172,24 @@ def test_cli_missing_file_is_exit_2(capsys):
 
 @pytest.mark.slow
 def test_default_experiment_is_clinically_plausible():
-    """Srivastava et al., NEJM 2025: 7-11 days of ANC < 0.5e9/L, 1-7 days of platelets < 20e9/L,
-    FVIII 19-40 IU/dL; engraftment days within those of myeloablative busulfan and lentiviral
-    CD34+ gene therapy (ZYNTEGLO SmPC: neutrophils day 13-38, platelets day 19-191).
+    """Srivastava et al., NEJM 2025: 7-11 days of ANC < 0.5e9/L, FVIII 19-40 IU/dL; neutrophil
+    engraftment within the days of myeloablative busulfan and lentiviral CD34+ gene therapy
+    (ZYNTEGLO SmPC: day 13-38).
 
-    Wide bands: one patient-sized sample of the marrow, one seed.
+    Wide bands: one patient-sized sample of the marrow, one seed. Only read-outs whose spread
+    between seeds is narrow are checked here (ANC < 0.5e9/L: 8-9 days over 20 seeds). The
+    platelet nadir lies close to 20e9/L, so the days below it range over 0-8 between seeds:
+    the trial's 1-7 days and platelet engraftment are checked on the 20-seed cohort below;
+    one seed is checked only for severe thrombocytopenia (CTCAE v5.0 grade 3 or worse,
+    platelets < 50e9/L), which follows myeloablative busulfan in every patient.
     """
     exp = load_config(CONFIGS / "hemophilia_a_lentiviral.yaml")
     result = simulate(exp)
     s, ts = result.summary, result.timeseries
     assert 7 <= s["days_anc_below_500"] <= 11
-    assert 1 <= s["days_platelets_below_20"] <= 7
     assert not s["neutrophil_engraftment_censored"] and 13 <= s["neutrophil_engraftment_day"] <= 38
-    assert not s["platelet_engraftment_censored"] and 19 <= s["platelet_engraftment_day"] <= 191
-    assert s["anc_nadir"] < 0.5 and s["platelet_nadir"] < 20
+    assert not s["platelet_engraftment_censored"]
+    assert s["anc_nadir"] < 0.5 and s["platelet_nadir"] < 50
     before = ts[ts["day"] == -6].iloc[0]  # the first busulfan day: normal counts
     assert 2.3 <= before["anc_1e9_per_L"] <= 8.1 and 150 <= before["platelets_1e9_per_L"] <= 400
     year_one = ts[(ts["day"] > 180) & (ts["day"] <= 365)]["factor_iu_dl"].mean()
@@ -235,11 +240,15 @@ def test_default_cohort_neutrophils_lie_in_the_clinical_ranges(default_cohort):
 @pytest.mark.slow
 def test_default_cohort_platelets_lie_in_the_clinical_ranges(default_cohort):
     """The median over 20 patients: 1-7 days with platelets < 20e9/L (Srivastava et al. 2025),
-    platelet engraftment within days 19-191 (ZYNTEGLO SmPC)."""
-    below = np.median([s["days_platelets_below_20"] for s in default_cohort])
+    platelet engraftment within days 19-191 (ZYNTEGLO SmPC). All five trial patients had some
+    days below 20e9/L: a share of patients without any that lies above 0.52, the upper end of
+    the exact 95 % Clopper-Pearson interval of 0 in 5, would contradict the trial."""
+    below = [s["days_platelets_below_20"] for s in default_cohort]
     days = [s["platelet_engraftment_day"] for s in default_cohort]
     assert None not in days and 19 <= np.median(days) <= 191
-    assert 1 <= below <= 7
+    assert 1 <= np.median(below) <= 7
+    upper = stats.beta.ppf(0.975, 1, 5)  # Clopper-Pearson upper bound for 0 of 5
+    assert np.mean(np.array(below) == 0) <= upper
 
 
 def test_cli_parallel_kernel_is_recorded_and_reproduced(tiny_path, tmp_path):
