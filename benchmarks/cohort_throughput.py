@@ -17,7 +17,11 @@ run directory, each patient twice, alternating: as shipped (lattice read-outs
 weekly after the first year) and with the lattice read at every daily record::
 
     python benchmarks/cohort_throughput.py [--patients 8] [--workers 2] [--profile 2]
+                                           [--set key.path=value ...]
                                            [--out benchmarks/results/cohort_throughput.json]
+
+``--set`` overrides the cohort's experiment as ``engraft cohort --set`` does,
+for example ``--set lattice.size=256`` for a cohort on a quarter lattice.
 """
 
 from __future__ import annotations
@@ -41,31 +45,39 @@ COHORT = ROOT / "configs" / "cohort_hemophilia_a.yaml"
 
 
 def phase_breakdown(cohort, n: int, dense: bool = False) -> dict:
-    """Seconds per phase of ``n`` patients run in this process (wrapping the Simulation's methods).
+    """Seconds per phase of ``n`` patients run in this process (wrapping the run's functions).
 
     ``dense``: with the lattice read at every record (``time.lattice_record_interval_days`` unset).
+    The burn-in is :func:`engraft.timeline.burn_in`, which :func:`engraft.timeline.run_engine`
+    calls for either engine; the kernel steps and records are the Simulation's methods.
     """
-    from engraft import engines, simulation
+    from engraft import engines, simulation, timeline
 
     totals = {"burn_in": 0.0, "follow_up_kernel": 0.0, "record": 0.0}
-    originals = {name: getattr(simulation.Simulation, name) for name in ("burn_in", "advance", "record")}
+    originals = {name: getattr(simulation.Simulation, name) for name in ("advance", "record")}
+    original_burn_in = timeline.burn_in
     in_burn_in = [False]
+
+    def timed_burn_in(*args, **kwargs):
+        start = time.perf_counter()
+        in_burn_in[0] = True
+        try:
+            return original_burn_in(*args, **kwargs)
+        finally:
+            in_burn_in[0] = False
+            totals["burn_in"] += time.perf_counter() - start
 
     def timed(name, key):
         def wrapper(self, *args, **kwargs):
             start = time.perf_counter()
-            if name == "burn_in":
-                in_burn_in[0] = True
             try:
                 return originals[name](self, *args, **kwargs)
             finally:
-                if name == "burn_in":
-                    in_burn_in[0] = False
-                if name != "advance" or not in_burn_in[0]:
+                if not in_burn_in[0]:
                     totals[key] += time.perf_counter() - start
         return wrapper
 
-    simulation.Simulation.burn_in = timed("burn_in", "burn_in")
+    timeline.burn_in = timed_burn_in
     simulation.Simulation.advance = timed("advance", "follow_up_kernel")
     simulation.Simulation.record = timed("record", "record")
     runs = [r for r in cohort.runs if r.replicate == 0][:n]
@@ -84,6 +96,7 @@ def phase_breakdown(cohort, n: int, dense: bool = False) -> dict:
                 write_run(result, Path(tmp) / run.run_id, figure=False)
                 write += time.perf_counter() - start
     finally:
+        timeline.burn_in = original_burn_in
         for name, method in originals.items():
             setattr(simulation.Simulation, name, method)
     per = {k: v / n for k, v in totals.items()}
@@ -99,12 +112,14 @@ def main(argv=None) -> int:
     parser.add_argument("--patients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", type=int, default=2, help="patients timed phase by phase (0: none)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the cohort's experiment (repeatable)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cohort_throughput.json"))
     args = parser.parse_args(argv)
 
     from engraft.engines import simulate
 
-    cohort = load_cohort(COHORT, patients=args.patients)
+    cohort = load_cohort(COHORT, args.overrides, patients=args.patients)
     cohort.runs = [r for r in cohort.runs if r.replicate == 0]  # no noise replicates: patients only
     start = time.perf_counter()
     simulate(cohort.run_experiment(cohort.runs[0]))  # compile or load the cached kernel
@@ -112,6 +127,7 @@ def main(argv=None) -> int:
     report = {"benchmark": "cohort_throughput", "config": str(COHORT.relative_to(ROOT)),
               "patients": args.patients, "workers": args.workers, "warm_up_seconds": warm_up,
               "follow_up_days": cohort.base["time"]["duration_days"], "lattice_size": cohort.base["lattice"]["size"],
+              "kernel": cohort.base.get("kernel", "sequential"), "overrides": args.overrides,
               "environment": environment(), "load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -128,7 +144,7 @@ def main(argv=None) -> int:
     if args.profile:  # sparse (as shipped) and dense lattice records, alternating, one patient at a time
         sparse, dense = [], []
         for k in range(args.profile):
-            sub = load_cohort(COHORT, patients=k + 1)
+            sub = load_cohort(COHORT, args.overrides, patients=k + 1)
             sub.runs = [r for r in sub.runs if r.replicate == 0][k:k + 1]
             sparse.append(phase_breakdown(sub, 1))
             dense.append(phase_breakdown(sub, 1, dense=True))
