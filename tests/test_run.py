@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -330,6 +331,43 @@ def test_compiled_census_matches_numpy_expressions(tiny):
     assert row["clones_alive"] == np.count_nonzero(sizes)
     p = sizes[sizes > 0] / sizes.sum()
     assert row["shannon_diversity"] == float(-(p * np.log(p)).sum())
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="threads exist only in compiled code")
+def test_census_over_threads_matches_numpy_expressions():
+    """On a lattice large enough to be split over the threads, the census gives the NumPy counts,
+    on one thread and on two; the largest clone id on a host site does not lengthen the clone counts."""
+    from engraft.kernel.census import CENSUS_MIN_CHUNK, lattice_census
+    from engraft.lattice import EMPTY, GRAFT
+
+    rng = np.random.default_rng(5)
+    n, n_types, hsc_index = 4 * CENSUS_MIN_CHUNK + 17, 6, 0
+    ctype = rng.integers(-1, n_types, n).astype(np.int8)
+    flags = rng.integers(0, 8, n).astype(np.uint8)
+    vcn = (rng.integers(0, 4, n) * (rng.random(n) < 0.5)).astype(np.uint8)
+    clone = np.where(flags & GRAFT, rng.integers(0, 5000, n), 0).astype(np.int32)
+    host = np.flatnonzero((flags & GRAFT) == 0)[:3]
+    clone[host] = 9000  # a stale id on host sites: not a graft clone
+    occupied = ctype != EMPTY
+    graft = occupied & ((flags & GRAFT) != 0)
+    hsc = ctype == hsc_index
+    expected_counts = np.array([[np.count_nonzero(occupied & (g == graft) & (ctype == t)) for t in range(n_types)]
+                                for g in (False, True)])
+    expected_clones = np.bincount(clone[graft])
+    expected_hsc_clones = np.bincount(clone[graft & hsc], minlength=expected_clones.size)
+    threads = numba.get_num_threads()
+    try:
+        for k in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(k)
+            counts, transduced, copies, clones, hsc_clones = lattice_census(ctype, flags, vcn, clone, n_types,
+                                                                             hsc_index)
+            assert np.array_equal(counts, expected_counts)
+            assert transduced == np.count_nonzero(vcn[hsc]) and copies == vcn[hsc].sum(dtype=np.int64)
+            assert np.array_equal(clones, expected_clones) and np.array_equal(hsc_clones, expected_hsc_clones)
+    finally:
+        numba.set_num_threads(threads)
+    none = lattice_census(ctype, np.zeros_like(flags), vcn, clone, n_types, hsc_index)
+    assert np.array_equal(none[3], [0]) and np.array_equal(none[4], [0])
 
 
 def test_cli_bench_passes_its_options_to_the_benchmark_script(capsys):

@@ -3,8 +3,8 @@
 A recorded time point needs counts by cell type and origin, the HSCs'
 vector copies and the graft clone sizes. NumPy builds a boolean mask and a
 temporary per question, which made the daily records a large share of a
-human-scale run; :func:`lattice_census` answers all of them in two passes
-over the arrays (measurements: docs/performance.md).
+human-scale run; :func:`lattice_census` answers all of them in one pass
+over the arrays, split over the threads (measurements: docs/performance.md).
 The results are integer counts, identical to the NumPy expressions they
 replace (``tests/test_run.py`` compares them). :func:`nearest_centre_distance`
 and :func:`nearest_centre_distance_within` build the clustered niche map
@@ -13,19 +13,33 @@ and :func:`nearest_centre_distance_within` build the clustered niche map
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from engraft.kernel.jit import JIT
+from engraft.kernel.jit import JIT, PARALLEL_JIT
 from engraft.kernel.layout import EMPTY
 from engraft.kernel.layout import FLAG_GRAFT as GRAFT
 
 __all__ = ["lattice_census", "nearest_centre_distance", "nearest_centre_distance_within"]
 
 
-@njit(**JIT)
+#: sites per chunk of the census at least (below it one chunk: a thread launch costs more)
+CENSUS_MIN_CHUNK = 1 << 16
+#: chunks at most (each holds its own clone counts)
+CENSUS_MAX_CHUNKS = 8
+#: clone counts held by all chunks together at most (two int64 arrays of chunks x clone ids)
+CENSUS_MAX_CLONE_COUNTS = 1 << 22
+
+
 def lattice_census(ctype, flags, vcn, clone, n_types, hsc_index):
-    """Counts of one time point, in two passes over the lattice.
+    """Counts of one time point, in one pass over the lattice split over the threads.
+
+    The lattice is cut into at most ``CENSUS_MAX_CHUNKS`` chunks (one per
+    thread, none smaller than ``CENSUS_MIN_CHUNK`` sites, fewer where the
+    clone ids are many); each chunk counts
+    on its own and the chunks' counts are summed. The counts are integers,
+    so the result is the same for any number of threads or chunks.
 
     Returns
     -------
@@ -36,31 +50,69 @@ def lattice_census(ctype, flags, vcn, clone, n_types, hsc_index):
         (all types); ``[0]`` when there is no graft cell.
     hsc_clone_cells : int64, same length: graft HSCs per clone id.
     """
+    # clone ids are counted up to the largest id on any site, then cut to the largest graft one
+    m = max(int(clone.max(initial=0)) + 1, 1)
+    k = max(1, min(numba.get_num_threads(), CENSUS_MAX_CHUNKS, ctype.shape[0] // CENSUS_MIN_CHUNK,
+                   CENSUS_MAX_CLONE_COUNTS // m))
+    return _census(ctype, flags, vcn, clone, n_types, hsc_index, k, m)
+
+
+@njit(**PARALLEL_JIT)
+def _census(ctype, flags, vcn, clone, n_types, hsc_index, k, m):
+    """:func:`lattice_census` over ``k`` chunks, with clone ids below ``m``."""
     n = ctype.shape[0]
-    top = -1
-    for i in range(n):
-        if ctype[i] != EMPTY and (flags[i] & GRAFT) != 0 and clone[i] > top:
-            top = clone[i]
-    counts = np.zeros((2, n_types), dtype=np.int64)
-    clone_cells = np.zeros(max(top + 1, 1), dtype=np.int64)
-    hsc_clone_cells = np.zeros(max(top + 1, 1), dtype=np.int64)
-    hsc_transduced = 0
-    hsc_copies = 0
-    for i in range(n):
-        t = ctype[i]
-        if t == EMPTY:
-            continue
-        graft = (flags[i] & GRAFT) != 0
-        counts[1 if graft else 0, t] += 1
-        if graft:
-            clone_cells[clone[i]] += 1
-        if t == hsc_index:
-            v = vcn[i]
-            hsc_transduced += v != 0
-            hsc_copies += v
+    counts = np.zeros((k, 2, n_types), dtype=np.int64)
+    clone_cells = np.zeros((k, m), dtype=np.int64)
+    hsc_clone_cells = np.zeros((k, m), dtype=np.int64)
+    hsc_transduced = np.zeros(k, dtype=np.int64)
+    hsc_copies = np.zeros(k, dtype=np.int64)
+    for c in prange(k):
+        transduced = 0
+        copies = 0
+        for i in range(c * n // k, (c + 1) * n // k):
+            t = ctype[i]
+            if t == EMPTY:
+                continue
+            graft = (flags[i] & GRAFT) != 0
+            counts[c, 1 if graft else 0, t] += 1
             if graft:
-                hsc_clone_cells[clone[i]] += 1
-    return counts, hsc_transduced, hsc_copies, clone_cells, hsc_clone_cells
+                clone_cells[c, clone[i]] += 1
+            if t == hsc_index:
+                v = vcn[i]
+                transduced += v != 0
+                copies += v
+                if graft:
+                    hsc_clone_cells[c, clone[i]] += 1
+        hsc_transduced[c] = transduced
+        hsc_copies[c] = copies
+    cells = _sum_chunks(clone_cells)
+    hsc_cells = _sum_chunks(hsc_clone_cells)
+    top = m - 1  # the largest clone id with a graft cell (0 when there is none)
+    while top > 0 and cells[top] == 0:
+        top -= 1
+    return (_sum_chunks_2d(counts), hsc_transduced.sum(), hsc_copies.sum(), cells[: top + 1].copy(),
+            hsc_cells[: top + 1].copy())
+
+
+@njit(**JIT)
+def _sum_chunks(per_chunk):
+    """Column sums of a (chunks, m) int64 array (explicit loops: no parallel array expression)."""
+    out = per_chunk[0].copy()
+    for c in range(1, per_chunk.shape[0]):
+        for j in range(per_chunk.shape[1]):
+            out[j] += per_chunk[c, j]
+    return out
+
+
+@njit(**JIT)
+def _sum_chunks_2d(per_chunk):
+    """Sum over the first axis of a (chunks, 2, n_types) int64 array."""
+    out = per_chunk[0].copy()
+    for c in range(1, per_chunk.shape[0]):
+        for r in range(per_chunk.shape[1]):
+            for j in range(per_chunk.shape[2]):
+                out[r, j] += per_chunk[c, r, j]
+    return out
 
 
 @njit(**JIT)
