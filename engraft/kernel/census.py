@@ -90,8 +90,8 @@ def _census(ctype, flags, vcn, clone, n_types, hsc_index, k, m):
     top = m - 1  # the largest clone id with a graft cell (0 when there is none)
     while top > 0 and cells[top] == 0:
         top -= 1
-    return (_sum_chunks_2d(counts), hsc_transduced.sum(), hsc_copies.sum(), cells[: top + 1].copy(),
-            hsc_cells[: top + 1].copy())
+    totals = _sum_chunks(counts.reshape((k, 2 * n_types))).reshape((2, n_types))
+    return totals, hsc_transduced.sum(), hsc_copies.sum(), cells[: top + 1].copy(), hsc_cells[: top + 1].copy()
 
 
 @njit(**JIT)
@@ -101,17 +101,6 @@ def _sum_chunks(per_chunk):
     for c in range(1, per_chunk.shape[0]):
         for j in range(per_chunk.shape[1]):
             out[j] += per_chunk[c, j]
-    return out
-
-
-@njit(**JIT)
-def _sum_chunks_2d(per_chunk):
-    """Sum over the first axis of a (chunks, 2, n_types) int64 array."""
-    out = per_chunk[0].copy()
-    for c in range(1, per_chunk.shape[0]):
-        for r in range(per_chunk.shape[1]):
-            for j in range(per_chunk.shape[2]):
-                out[r, j] += per_chunk[c, r, j]
     return out
 
 
