@@ -48,6 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import engraft  # noqa: E402
 from engraft import load_config  # noqa: E402
 from engraft.simulation import Simulation, hsc_scale  # noqa: E402
 
@@ -115,7 +116,8 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
     year1 = ts[(ts["day"] > 0) & (ts["day"] <= 365)]["factor_iu_dl"].mean()
     year2 = ts[(ts["day"] > 365) & (ts["day"] <= 730)]["factor_iu_dl"].mean()
     last = ts.iloc[-1]
-    row = {"dims": dims, "size": size, "seed": seed, "dt": exp.time.dt_days, "hsc_scale": sc, "wall_s": wall}
+    row = {"dims": dims, "size": size, "seed": seed, "dt": exp.time.dt_days, "hsc_scale": sc, "wall_s": wall,
+           "kernel": sim.kernel}
     for i, lin in enumerate(exp.lineage_names):
         row[f"output_{lin}"] = output[i]
     row.update({
@@ -136,6 +138,13 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
         "top_clone": s["final_top_clone_share"],
     })
     return row
+
+
+def kernels(rows_by_group: dict) -> str:
+    """The kernels the runs used (tables written before the column existed: not recorded)."""
+    names = {r.get("kernel") for rows in rows_by_group.values() for r in rows}
+    names = sorted(n for n in names if isinstance(n, str))
+    return ", ".join(names) or "not recorded"
 
 
 def mean_se(values) -> tuple[float, float]:
@@ -330,6 +339,7 @@ def main(argv=None) -> int:
             "Seed mean +- standard error. **x**: outside 5 % of the largest lattice of the same dimension and "
             "outside 2 SE of the difference (dt rows: outside 2 SE of the shipped dt). **trend**: slope of the "
             "2D values against log2(size) beyond 3 SE.", "",
+            f"Kernel: {kernels(rows_by_group)}; engraft {engraft.__version__}.", "",
             *lines, "## Checks", ""]
     text += [f"- FAILED {f}" for f in failures] or ["- every judged read-out within its band; no trend"]
     (out / "convergence.md").write_text("\n".join(text) + "\n", encoding="utf-8")
