@@ -420,3 +420,19 @@ def test_benchmark_states_are_valid_configs():
     spec.loader.exec_module(bench)
     sim = bench.dense_simulation(32, 2, "sequential")
     assert (sim.state.ctype != EMPTY).all()
+
+
+def test_printed_summary_says_never_below_when_a_count_never_fell():
+    """Engraftment day 0 is the tables' convention for a count that never fell below its level;
+    the printed summary says so in words, and keeps the day of a real recovery."""
+    from engraft.commands.run import blood_count_lines
+
+    base = {"anc_nadir": 0.22, "anc_nadir_day": 8.0, "days_anc_below_500": 9, "neutrophil_engraftment_day": 14.0,
+            "platelet_nadir": 20.4, "platelet_nadir_day": 16.0, "final_day": 1825.0}
+    never = blood_count_lines({**base, "days_platelets_below_20": 0, "platelet_engraftment_day": 0.0})
+    assert "never below 20e9/L" in never[1] and "nadir 20.4e9/L" in never[1]
+    assert "engrafted day 14" in never[0]
+    fell = blood_count_lines({**base, "days_platelets_below_20": 4, "platelet_engraftment_day": 20.0})
+    assert "engrafted day 20" in fell[1] and "never" not in fell[1]
+    censored = blood_count_lines({**base, "days_platelets_below_20": 30, "platelet_engraftment_day": None})
+    assert "not engrafted by day 1825 (censored)" in censored[1]

@@ -55,18 +55,21 @@ def blood_count_lines(summary: dict) -> list[str]:
     if summary.get("anc_nadir") is None:
         return []
 
-    def engrafted(prefix: str, level: str) -> str:
+    def engrafted(prefix: str, level: str, days_below: int, low: str) -> str:
         day = summary[f"{prefix}_engraftment_day"]
         if day is None:
             return f"not engrafted by day {summary['final_day']:g} (censored)"
+        if day == 0 and days_below == 0:  # summary.json keeps day 0, the convention of the tables
+            return f"never {low} (engraftment day 0 by convention)"
         return f"engrafted day {day:g} (3 days {level})"
 
+    anc_days, plt_days = summary["days_anc_below_500"], summary["days_platelets_below_20"]
     return [
-        f"neutrophils    {engrafted('neutrophil', 'ANC >= 0.5e9/L')}; ANC < 0.5e9/L for "
-        f"{summary['days_anc_below_500']} days, nadir {summary['anc_nadir']:.2g}e9/L on day "
+        f"neutrophils    {engrafted('neutrophil', 'ANC >= 0.5e9/L', anc_days, 'below 0.5e9/L')}; "
+        f"ANC < 0.5e9/L for {anc_days} days, nadir {summary['anc_nadir']:.2g}e9/L on day "
         f"{summary['anc_nadir_day']:g}",
-        f"platelets      {engrafted('platelet', '>= 20e9/L')}; < 20e9/L for "
-        f"{summary['days_platelets_below_20']} days, nadir {summary['platelet_nadir']:.2g}e9/L on day "
+        f"platelets      {engrafted('platelet', '>= 20e9/L', plt_days, 'below 20e9/L')}; < 20e9/L for "
+        f"{plt_days} days, nadir {summary['platelet_nadir']:.3g}e9/L on day "
         f"{summary['platelet_nadir_day']:g} (no transfusions modelled)",
     ]
 
