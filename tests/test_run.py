@@ -422,6 +422,28 @@ def test_benchmark_states_are_valid_configs():
     assert (sim.state.ctype != EMPTY).all()
 
 
+def test_benchmark_human_run_times_the_whole_burn_in():
+    """The human-scale benchmark's burn-in ends when all its steps are done, not at the first
+    progress report (after the first chunk of steps): it once counted most of the burn-in as
+    follow-up. A small lattice with a burn-in of several chunks."""
+    import importlib.util
+    import sys
+
+    from engraft.timeline import BURN_IN_CHUNK_STEPS
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    tier = bench.Tier(**{**bench.TIERS["quick"].__dict__, "human_years": 10 / 365.0})
+    burn_in_days = 2.5 * BURN_IN_CHUNK_STEPS * 0.25  # dt 0.25: 2.5 chunks of steps
+    (row,) = bench.bench_human(tier, size=128, overrides=(f"time.burn_in_days={burn_in_days:g}",))
+    assert row["burn_in_steps"] == round(burn_in_days / 0.25)
+    assert 0 < row["kernel_and_tally_burn_in_s"] <= row["burn_in_s"]
+    assert 0 < row["kernel_and_tally_follow_up_s"] <= row["follow_up_s"]
+    assert row["burn_in_s"] + row["follow_up_s"] <= row["total_s"]
+
+
 def test_printed_summary_says_never_below_when_a_count_never_fell():
     """Engraftment day 0 is the tables' convention for a count that never fell below its level;
     the printed summary says so in words, and keeps the day of a real recovery."""
