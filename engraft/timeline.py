@@ -18,6 +18,7 @@ What an engine must provide for that is the :class:`Engine` protocol.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
@@ -93,9 +94,16 @@ class Timeline:
         record_steps = tuple(sorted(s for s in records if start <= s <= total))
         census = None
         if t.lattice_record_interval_days is not None:
+            # every record to lattice_record_after_days; after it, the first record at or after
+            # each multiple of the interval (the multiples themselves where the interval is a
+            # multiple of record_interval_days), and the last
             after = int(round(t.lattice_record_after_days / dt))
-            grid = steps_every(t.lattice_record_interval_days)
-            census = tuple(s for s in record_steps if s <= after or s in grid or s == total)
+            chosen = {s for s in record_steps if s <= after} | {total}
+            for g in steps_every(t.lattice_record_interval_days):
+                i = bisect.bisect_left(record_steps, g)
+                if g > after and i < len(record_steps):
+                    chosen.add(record_steps[i])
+            census = tuple(s for s in record_steps if s in chosen)
         return cls(
             dt=dt,
             burn_in_steps=int(round(t.burn_in_days / dt)),
@@ -330,7 +338,7 @@ class TimelineRun:
             if step == boundary:
                 engine.infuse(i)
         row = snap = None
-        # sparse lattice read-outs (time.lattice_record_interval_days; kernel engine only)
+        # sparse lattice read-outs (time.lattice_record_interval_days)
         census = self._census is None or boundary in self._census
         if boundary in self._record_steps:
             row = engine.record(census=census)

@@ -85,8 +85,17 @@ def test_advance_to_takes_every_boundary_on_the_way():
     assert run.snapshots()["day"].tolist() == [s * tl.dt for s in tl.snapshot_steps]
 
 
-def test_the_mesa_engine_refuses_records_without_the_lattice():
+def test_the_mesa_engine_records_without_the_lattice():
+    """record(census=False) collects the tally read-outs only, as the kernel engine's does, and
+    the next record reads the lattice again."""
     reference = pytest.importorskip("engraft.reference", reason="the Mesa reference model is not in this tree")
-    model = reference.ReferenceModel(load_config(TINY, SHORT))
-    with pytest.raises(ValueError, match="reads the lattice at every record"):
-        model.record(census=False)
+    from engraft.simulation import Simulation
+
+    exp = load_config(TINY, SHORT)
+    model, sim = reference.ReferenceModel(exp), Simulation(exp)
+    tally_only, kernel_row = model.record(census=False), sim.record(census=False)
+    assert tally_only.keys() == kernel_row.keys() and "factor_iu_dl" in tally_only
+    assert "occupancy" not in tally_only and "clones_alive" not in tally_only
+    full = model.record()
+    assert full.keys() == sim.record().keys() and "occupancy" in full
+    assert [len(r) for r in model.datacollector.model_vars["readouts"]] == [len(tally_only), len(full)]

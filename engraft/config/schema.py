@@ -166,9 +166,10 @@ class TimeConfig(Section):
     )
     lattice_record_interval_days: PositiveFloat | None = Field(
         None, description="after time.lattice_record_after_days, the lattice read-outs (cell counts by type "
-        "and origin, HSC chimerism and VCN, pool, clones) only every this many days, a multiple of "
-        "record_interval_days; the records between keep the tally read-outs (factor level, bleeding, mature "
-        "lineages) and leave the lattice columns empty. The same trajectory; None: every record"
+        "and origin, HSC chimerism and VCN, pool, clones) only at the first record at or after each multiple "
+        "of this many days (and the last); the records between keep the tally read-outs (factor level, "
+        "bleeding, mature lineages, blood counts) and leave the lattice columns empty. The same trajectory; "
+        "None: every record"
     )
     lattice_record_after_days: NonNegativeFloat = Field(
         0.0, description="day after which lattice read-outs follow lattice_record_interval_days"
@@ -650,14 +651,6 @@ def check_experiment(exp: Experiment) -> None:
     if t.record_interval_days < t.dt_days:
         raise ScopedError("time.record_interval_days", t.record_interval_days,
                           f"must be >= time.dt_days ({t.dt_days:g})")
-    if t.lattice_record_interval_days is not None:
-        ratio = t.lattice_record_interval_days / t.record_interval_days
-        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-9:
-            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
-                              f"must be a whole multiple of time.record_interval_days ({t.record_interval_days:g})")
-        if exp.engine == "mesa":
-            raise ScopedError("time.lattice_record_interval_days", t.lattice_record_interval_days,
-                              "is for the kernel engine (the Mesa engine reads the lattice at every record)")
     if t.duration_days < t.dt_days:
         raise ScopedError("time.duration_days", t.duration_days, f"must be >= time.dt_days ({t.dt_days:g})")
 

@@ -147,8 +147,9 @@ def _seed_integer(seq: np.random.SeedSequence) -> int:
 
 
 def _readout_row(model: ReferenceModel) -> dict:
-    """The DataCollector's model reporter: every read-out of this time point."""
-    return model.readout_row()
+    """The DataCollector's model reporter: every read-out of this time point (the tally's
+    only, where :meth:`ReferenceModel.record` was asked for no census)."""
+    return model.readout_row(census=model._census)
 
 
 # ----------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ class ReferenceModel(mesa.Model):
         self.baseline_mature: np.ndarray | None = None
         self.graft_clones = GraftClones()
         self.step_index = self.timeline.first_step  # step 0 starts at day 0
+        self._census = True  # whether the next record reads the lattice (record())
         self.datacollector = mesa.DataCollector(model_reporters={"readouts": _readout_row})
         self._seed_host_hscs()
 
@@ -426,8 +428,12 @@ class ReferenceModel(mesa.Model):
             clone[i] = cell.clone_id
         return {"ctype": ctype, "flags": flags, "vcn": vcn, "clone": clone}
 
-    def readout_row(self) -> dict:
-        """All read-outs now (:func:`engraft.readouts.record_row`)."""
+    def readout_row(self, census: bool = True) -> dict:
+        """All read-outs now (:func:`engraft.readouts.record_row`); ``census`` False leaves
+        out those that read the lattice (``time.lattice_record_interval_days``)."""
+        if not census:
+            return record_row(self.spec, self.day, None, None, None, None, len(self.blood), self.mature,
+                              float(self.conc[0]), self.baseline_mature, census=False)
         s = self.lattice_arrays()
         return record_row(self.spec, self.day, s["ctype"], s["flags"], s["vcn"], s["clone"],
                           len(self.blood), self.mature, float(self.conc[0]), self.baseline_mature)
@@ -435,13 +441,14 @@ class ReferenceModel(mesa.Model):
     def record(self, census: bool = True) -> dict:
         """Collect this time point's read-outs into the DataCollector; return them.
 
-        The Mesa engine reads the lattice at every record: ``census`` False (the
-        kernel's sparse lattice records) is refused.
+        ``census`` False (``time.lattice_record_interval_days``) collects the tally
+        read-outs only, as the kernel engine does.
         """
-        if not census:
-            raise ValueError("the Mesa engine reads the lattice at every record "
-                             "(time.lattice_record_interval_days is for the kernel engine)")
-        self.datacollector.collect(self)
+        self._census = census
+        try:
+            self.datacollector.collect(self)
+        finally:
+            self._census = True
         return self.datacollector.model_vars["readouts"][-1]
 
     def snapshot(self) -> dict[str, np.ndarray]:
