@@ -18,7 +18,6 @@ What an engine must provide for that is the :class:`Engine` protocol.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 import time
@@ -46,6 +45,17 @@ BURN_IN_CHUNK_STEPS = 500
 # ----------------------------------------------------------------------------------
 # the timeline
 # ----------------------------------------------------------------------------------
+def _multiple_in(lo: int, hi: int, interval: float, dt: float) -> bool:
+    """Whether the step of some multiple j x ``interval`` days (``round(j interval / dt)``)
+    lies in (``lo``, ``hi``]."""
+    if interval <= dt:  # the multiples' steps are every step
+        return hi > lo
+    j = max(0, math.floor(lo * dt / interval) - 1)
+    while round(j * interval / dt) <= lo:
+        j += 1
+    return round(j * interval / dt) <= hi
+
+
 @dataclass(frozen=True)
 class Timeline:
     """Step numbers of everything that happens; step 0 starts at day 0.
@@ -97,13 +107,12 @@ class Timeline:
             # every record to lattice_record_after_days; after it, the first record at or after
             # each multiple of the interval (the multiples themselves where the interval is a
             # multiple of record_interval_days), and the last
+            # (one pass over the records, so any interval costs the same)
             after = int(round(t.lattice_record_after_days / dt))
-            chosen = {s for s in record_steps if s <= after} | {total}
-            for g in steps_every(t.lattice_record_interval_days):
-                i = bisect.bisect_left(record_steps, g)
-                if g > after and i < len(record_steps):
-                    chosen.add(record_steps[i])
-            census = tuple(s for s in record_steps if s in chosen)
+            census = tuple(s for i, s in enumerate(record_steps)
+                           if s <= after or s == total
+                           or _multiple_in(max(after, record_steps[i - 1]) if i else after, s,
+                                           t.lattice_record_interval_days, dt))
         return cls(
             dt=dt,
             burn_in_steps=int(round(t.burn_in_days / dt)),

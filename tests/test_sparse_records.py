@@ -63,6 +63,33 @@ def test_timeline_census_steps():
     assert Timeline.from_experiment(load_config(CONFIGS / "tiny.yaml")).census_steps is None
 
 
+@pytest.mark.parametrize(("config", "interval", "after"), [
+    ("tiny.yaml", 20, 30), ("tiny.yaml", 10, 0), ("tiny.yaml", 5, 42),
+    ("hemophilia_a_lentiviral.yaml", 7, 365), ("hemophilia_a_lentiviral.yaml", 30, 100)])
+def test_census_steps_of_a_multiple_are_the_grid(config, interval, after):
+    """Where the interval is a multiple of record_interval_days, the records that read the lattice
+    are those on its grid of multiples (and every one to lattice_record_after_days, and the last)."""
+    exp = load_config(CONFIGS / config, [f"time.lattice_record_interval_days={interval}",
+                                         f"time.lattice_record_after_days={after}"])
+    tl = Timeline.from_experiment(exp)
+    grid = {round(j * interval / tl.dt) for j in range(int(exp.time.duration_days // interval) + 1)}
+    end = round(after / tl.dt)
+    assert tl.census_steps == tuple(s for s in tl.record_steps if s <= end or s in grid or s == tl.total_steps)
+
+
+@pytest.mark.parametrize("interval", ["1e-300", "0.001", "1e300"])
+def test_extreme_lattice_intervals_cost_one_pass(interval):
+    """A tiny interval reads the lattice at every record, a huge one only at the last (and
+    before lattice_record_after_days); neither costs more than one pass over the records."""
+    exp = load_config(CONFIGS / "tiny.yaml", [f"time.lattice_record_interval_days={interval}",
+                                              "time.lattice_record_after_days=30"])
+    tl = Timeline.from_experiment(exp)
+    if float(interval) < 1:
+        assert tl.census_steps == tl.record_steps
+    else:
+        assert tl.census_steps == tuple(s for s in tl.record_steps if s * tl.dt <= 30 or s == tl.total_steps)
+
+
 def test_lattice_interval_that_is_not_a_multiple_of_the_record_interval():
     """An interval that the records do not divide reads the lattice at the first record at or
     after each of its multiples: records every 5 days, lattice every 12 after day 30, so a user
