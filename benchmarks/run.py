@@ -739,7 +739,9 @@ def report(results: dict) -> str:
                          f"(x{w['ratio_sequential']:.0f}), parallel {w['parallel_seconds']['median']:.3f} s "
                          f"(x{w['ratio_parallel']:.0f})")
     if results.get("human"):
-        lines.append("\nhuman scale: the default experiment, burn-in + follow-up with daily records")
+        over = " ".join(f"--set {o}" for o in results.get("human_overrides") or [])
+        lines.append("\nhuman scale: the default experiment, burn-in + follow-up with daily records"
+                     + (f" ({over})" if over else ""))
         for r in results["human"]:
             lines.append(f"  {r['kernel']:>10}, {r['sites']} sites: set-up {r['setup_s']:.1f} s, burn-in "
                          f"{r['burn_in_days']:g} d {r['burn_in_s']:.1f} s, follow-up {r['follow_up_days']:g} d "
@@ -797,6 +799,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="leave these sections out")
     parser.add_argument("--human-sequential", action="store_true",
                         help="also run the human-scale case with the sequential kernel (as long again, or longer)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of the human-scale run's config, as for engraft run (repeatable), "
+                        "e.g. --set time.lattice_record_interval_days=null")
     return parser.parse_args(argv)
 
 
@@ -825,7 +830,7 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
     Parameters
     ----------
     argv : command-line arguments (``--quick``, ``--out PATH``, ``--only ...``,
-        ``--skip ...``, ``--human-sequential``); ``None`` reads ``sys.argv``.
+        ``--skip ...``, ``--human-sequential``, ``--set KEY=VALUE``); ``None`` reads ``sys.argv``.
 
     Returns
     -------
@@ -835,6 +840,10 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.out:
         check_results_file(args.out)
+    if args.set:
+        from engraft import load_config
+
+        load_config(CONFIG, ["lattice.size=1024", *args.set])  # a wrong key fails now, not after minutes
     tier_name = "quick" if args.quick else "default"
     tier = TIERS[tier_name]
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
@@ -870,7 +879,9 @@ def run_benchmarks(argv: list[str] | None = None) -> dict:
         calibrate("after mesa", points)
     if "human" in sections:
         kernels = ("parallel", "sequential") if args.human_sequential else ("parallel",)
-        results["human"] = bench_human(tier if tier.human_years > 0 else TIERS["default"], kernels)
+        results["human_overrides"] = list(args.set)
+        results["human"] = bench_human(tier if tier.human_years > 0 else TIERS["default"], kernels,
+                                       overrides=tuple(args.set))
         calibrate("after human", points)
     try:
         import numba

@@ -385,6 +385,14 @@ def test_cli_bench_passes_its_options_to_the_benchmark_script(capsys):
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
 
 
+def test_cli_bench_refuses_a_wrong_override_before_it_starts(capsys):
+    """``engraft bench --set`` overrides the human-scale run's config; a wrong key is one line and
+    exit status 2 at once, before any section runs."""
+    assert main(["bench", "--only", "human", "--set", "time.lattice_record_every=7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "time.lattice_record_every" in err and "unknown key" in err
+
+
 def test_every_site_a_niche_gives_finite_read_outs(tiny_path):
     """No progenitor site: progenitors add nothing (never 0 exits x an infinite scale = NaN, classed 'normal')."""
     exp = load_config(tiny_path, ["lattice.niche_fraction=1", "time.duration_days=20",
