@@ -104,10 +104,8 @@ class Timeline:
         record_steps = tuple(sorted(s for s in records if start <= s <= total))
         census = None
         if t.lattice_record_interval_days is not None:
-            # every record to lattice_record_after_days; after it, the first record at or after
-            # each multiple of the interval (the multiples themselves where the interval is a
-            # multiple of record_interval_days), and the last
-            # (one pass over the records, so any interval costs the same)
+            # every record to lattice_record_after_days, then the first record at or after each
+            # multiple of the interval, and the last: one pass over the records, for any interval
             after = int(round(t.lattice_record_after_days / dt))
             census = tuple(s for i, s in enumerate(record_steps)
                            if s <= after or s == total

@@ -414,18 +414,24 @@ def test_a_level_that_is_not_a_number_gets_no_class():
     assert severity(0.5) == "severe" and severity(40.0) == "normal"
 
 
-def test_benchmark_states_are_valid_configs():
-    """The benchmark's dense lattice is a valid experiment on the shipped defaults (it once stopped
-    validating when the human set gained niche_cluster_size), and it is fully occupied."""
+def _benchmark_script():
+    """benchmarks/run.py as a module (it is a script, not part of the package)."""
     import importlib.util
     import sys
-
-    from engraft.lattice import EMPTY
 
     spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_states_are_valid_configs():
+    """The benchmark's dense lattice is a valid experiment on the shipped defaults (it once stopped
+    validating when the human set gained niche_cluster_size), and it is fully occupied."""
+    from engraft.lattice import EMPTY
+
+    bench = _benchmark_script()
     sim = bench.dense_simulation(32, 2, "sequential")
     assert (sim.state.ctype != EMPTY).all()
 
@@ -434,16 +440,12 @@ def test_benchmark_human_run_times_the_whole_burn_in():
     """The human-scale benchmark's burn-in ends when all its steps are done, not at the first
     progress report (after the first chunk of steps): it once counted most of the burn-in as
     follow-up. A small lattice with a burn-in of several chunks."""
-    import importlib.util
-    import sys
+    import dataclasses
 
     from engraft.timeline import BURN_IN_CHUNK_STEPS
 
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    tier = bench.Tier(**{**bench.TIERS["quick"].__dict__, "human_years": 10 / 365.0})
+    bench = _benchmark_script()
+    tier = dataclasses.replace(bench.TIERS["quick"], human_years=10 / 365.0)
     burn_in_days = 2.5 * BURN_IN_CHUNK_STEPS * 0.25  # dt 0.25: 2.5 chunks of steps
     (row,) = bench.bench_human(tier, size=128, overrides=(f"time.burn_in_days={burn_in_days:g}",))
     assert row["burn_in_steps"] == round(burn_in_days / 0.25)
