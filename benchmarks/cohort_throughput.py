@@ -1,7 +1,7 @@
 """Cohort throughput: virtual patients per hour at the shipped resolution, 5-year follow-up, and where the time goes.
 
 Not a test: it measures. The first ``--patients`` patients of
-``configs/cohort_hemophilia_a.yaml`` (the shipped 256 x 256 lattice, 400-day
+``configs/cohort_hemophilia_a.yaml`` (the shipped 1024 x 1024 lattice, 400-day
 burn-in, 5 years of daily records; no noise replicates) run as a cohort with
 ``--workers`` local processes into a fresh directory, after one warm-up run
 in this process that compiles (or loads the cached) kernel, timed

@@ -81,6 +81,7 @@ def kernel_rules(exp: Experiment) -> Rules:
         size=int(lat.size),
         periodic=bool(lat.boundary == "periodic"),
         placement_pool=bool(exp.circulation.placement == "pool"),
+        lodging_list=bool(exp.circulation.lodging_search == "adaptive"),
         offsets=neighbour_offsets(lat.dims, lat.neighbourhood),
         is_hsc=is_hsc,
         max_divisions=max_divisions,

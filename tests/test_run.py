@@ -36,6 +36,13 @@ def test_regression_against_stored_output(tiny):
     assert_matches_stored(simulate(tiny).timeseries, "tiny_timeseries.csv")
 
 
+def test_rejection_lodging_reproduces_the_earlier_stored_output(tiny_path):
+    """circulation.lodging_search=rejection gives the table stored before the adaptive search became
+    the default, bit for bit (the tiny marrow's few free niches make the adaptive search list them)."""
+    exp = load_config(tiny_path, ["circulation.lodging_search=rejection"])
+    assert_matches_stored(simulate(exp).timeseries, "tiny_timeseries_rejection.csv")
+
+
 def assert_matches_stored(got: pd.DataFrame, name: str) -> None:
     """``got`` equals the stored table ``tests/data/regression/NAME`` column by column (to 1e-12)."""
     stored = pd.read_csv(DATA / "regression" / name)
@@ -54,9 +61,11 @@ FIRST_EVENT_CALIBRATION = ["cell_types.GMP.amplification=103", "cell_types.MkP.a
 
 
 def test_first_event_rule_reproduces_the_earlier_stored_output(tiny_path):
-    """time.event_probability=first_event, with the amplifications calibrated under it, gives the table
-    stored before rate_dt became the default, bit for bit: earlier results stay reproducible."""
-    exp = load_config(tiny_path, ["time.event_probability=first_event", *FIRST_EVENT_CALIBRATION])
+    """time.event_probability=first_event, with the amplifications calibrated under it (and the
+    rejection lodging search of that time), gives the table stored before rate_dt became the
+    default, bit for bit: earlier results stay reproducible."""
+    exp = load_config(tiny_path, ["time.event_probability=first_event", "circulation.lodging_search=rejection",
+                                  *FIRST_EVENT_CALIBRATION])
     assert_matches_stored(simulate(exp).timeseries, "tiny_timeseries_first_event.csv")
 
 

@@ -347,6 +347,11 @@ class CirculationConfig(Section):
     placement: Literal["neighbour", "pool"] = Field(
         "neighbour", description="daughters to a random empty neighbour, or into the blood pool"
     )
+    lodging_search: Literal["adaptive", "rejection"] = Field(
+        "adaptive", description="how a lodging cell's free site is found, uniformly among the free sites "
+        "either way: adaptive, by random trials until they would cost a pass over the candidate sites, then "
+        "from a list of the free ones (fast when free sites are scarce); rejection, by random trials only "
+        "(the stream of earlier engraft runs, which it reproduces: CHANGELOG)")
 
 
 class ConditioningConfig(Section):

@@ -104,6 +104,12 @@ __all__ = ["C_EMPTY", "C_EMPTY_NICHE", "E_ACTIVATE", "E_DIE", "E_DIVIDE", "E_EGR
 PREFETCH_AHEAD = 8
 #: Fisher-Yates swaps whose targets are drawn, and prefetched, before they are made
 SHUFFLE_BATCH = 32
+#: a lodging cell finds its site by rejection (random candidate sites until a free one); where
+#: that takes more than this many trials on average (candidates / free sites), and a blood
+#: phase's trials for that kind of site (niche or not) would pass the number of its
+#: candidates, the free sites are listed in one pass and the phase's remaining lodgings of that
+#: kind draw from the list (:func:`listing_pays`; docs/performance.md)
+LODGE_LIST_TRIALS = 16
 
 
 @njit(**JIT)
@@ -188,6 +194,65 @@ def pool_push(t, f, v, d, c, pool_type, pool_flags, pool_vcn, pool_divs, pool_cl
 
 
 @njit(**JIT)
+def listing_pays(n_candidates, n_free, trials):
+    """Whether a blood phase should list the free sites of a kind now, before a lodging: rejection
+    takes more than :data:`LODGE_LIST_TRIALS` trials a lodging on average, and this phase's
+    trials so far with those this lodging is expected to take pass the number of candidates.
+
+    The rule of renting until the rent paid equals the price of buying: rejection goes on until
+    it has cost about one pass over the candidates, the price of the list, so a phase never
+    costs more than about twice the cheaper of the two ways, however few the free sites. It
+    depends on the state and the phase's draws only, so results stay reproducible; in the
+    shipped experiments it is not met (the free niches are many, or the lodgings few).
+    """
+    if n_candidates <= LODGE_LIST_TRIALS * n_free:
+        return False
+    return trials + n_candidates // n_free > n_candidates
+
+
+@njit(**JIT)
+def lodging_site(niche_sites, n_candidates, for_hsc, ctype, niche, state):
+    """A uniformly random free site for a lodging cell, by rejection: ``(site, trials)``.
+
+    An HSC (``for_hsc``) takes a free niche (candidates: ``niche_sites``), a
+    progenitor a free site off the niches (candidates: every site). Needs a
+    free site of that kind.
+    """
+    trials = 0
+    while True:
+        trials += 1
+        if for_hsc:
+            site = niche_sites[randbelow(state, n_candidates)]
+        else:
+            site = randbelow(state, n_candidates)
+        if ctype[site] == EMPTY and (for_hsc or not niche[site]):
+            return site, trials
+
+
+@njit(**JIT)
+def list_free_sites(niche_sites, n_candidates, for_hsc, ctype, niche, out):
+    """The free sites of one kind (as :func:`lodging_site` would accept them) into ``out``, in
+    site order; returns how many (at most ``out``'s length, which the empty-site counters size)."""
+    n = 0
+    for k in range(n_candidates):
+        site = niche_sites[k] if for_hsc else k
+        if ctype[site] == EMPTY and (for_hsc or not niche[site]) and n < out.shape[0]:
+            out[n] = site
+            n += 1
+    return n
+
+
+@njit(**JIT)
+def take_listed(listed, n_listed, state):
+    """A uniformly random entry of ``listed[:n_listed]`` (n_listed >= 1), removed from it (the last
+    entry takes its place)."""
+    r = randbelow(state, n_listed)
+    site = listed[r]
+    listed[r] = listed[n_listed - 1]
+    return site
+
+
+@njit(**JIT)
 def blood_phase(lat, pool, rules, state):
     """``ReferenceModel.resolve_blood``: every circulating cell lodges, dies or stays (exactly).
 
@@ -202,6 +267,7 @@ def blood_phase(lat, pool, rules, state):
     is_hsc = rules.is_hsc
     pool_type, pool_flags, pool_vcn, pool_divs, pool_clone = pool.ctype, pool.flags, pool.vcn, pool.divs, pool.clone
     pool_order = pool.order
+    lodging_list = rules.lodging_list
     lodging_rate = rules.lodging_rate
     death_rate = rules.death_rate
     dt = rules.dt
@@ -211,6 +277,16 @@ def blood_phase(lat, pool, rules, state):
     for k in range(n_pool):
         pool_order[k] = k
     shuffle_prefix(pool_order, n_pool, state)
+    # the free sites of each kind, listed once in the phase where rejection has become dear
+    # (-1: not listed; the list holds the free sites not yet taken in this phase: only lodging
+    # fills a site during the blood phase, and an HSC takes only niches, a progenitor only
+    # other sites)
+    n_listed_niche = -1
+    n_listed_other = -1
+    trials_niche = 0
+    trials_other = 0
+    listed_niche = np.empty(0, dtype=np.int64)
+    listed_other = np.empty(0, dtype=np.int64)
     for j in range(n_pool):
         k = pool_order[j]
         t = pool_type[k]
@@ -225,14 +301,29 @@ def blood_phase(lat, pool, rules, state):
         happened = -np.expm1(-total * dt) if total > 0.0 else 0.0
         u = uniform(state)
         if u < a / total * happened:
-            # a uniformly random free target site (rejection; free > 0 here)
-            while True:
-                if hsc:
-                    site = niche_sites[randbelow(state, n_niche)]
+            # a uniformly random free target site (free > 0 here)
+            if hsc:
+                n_free = counters[C_EMPTY_NICHE]
+                if n_listed_niche < 0 and lodging_list and listing_pays(n_niche, n_free, trials_niche):
+                    listed_niche = np.empty(n_free, dtype=np.int64)
+                    n_listed_niche = list_free_sites(niche_sites, n_niche, True, ctype, niche, listed_niche)
+                if n_listed_niche >= 0:
+                    site = take_listed(listed_niche, n_listed_niche, state)
+                    n_listed_niche -= 1
                 else:
-                    site = randbelow(state, n_sites)
-                if ctype[site] == EMPTY and (hsc or not niche[site]):
-                    break
+                    site, trials = lodging_site(niche_sites, n_niche, True, ctype, niche, state)
+                    trials_niche += trials
+            else:
+                n_free = counters[C_EMPTY] - counters[C_EMPTY_NICHE]
+                if n_listed_other < 0 and lodging_list and listing_pays(n_sites, n_free, trials_other):
+                    listed_other = np.empty(n_free, dtype=np.int64)
+                    n_listed_other = list_free_sites(niche_sites, n_sites, False, ctype, niche, listed_other)
+                if n_listed_other >= 0:
+                    site = take_listed(listed_other, n_listed_other, state)
+                    n_listed_other -= 1
+                else:
+                    site, trials = lodging_site(niche_sites, n_sites, False, ctype, niche, state)
+                    trials_other += trials
             settle(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k], 1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
             pool_type[k] = EMPTY
         elif u < happened:

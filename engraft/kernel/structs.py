@@ -62,6 +62,7 @@ class Rules(NamedTuple):
     size: int  # sites along each axis
     periodic: bool
     placement_pool: bool  # daughters go to the blood, not to a neighbour
+    lodging_list: bool  # lodging may list the free sites (circulation.lodging_search: adaptive)
     offsets: np.ndarray  # int64 (neighbours, 3): the neighbourhood
     is_hsc: np.ndarray  # int64 per type: 1 for the HSC type
     max_divisions: np.ndarray  # int64 per type: divisions a new progenitor of the type has
