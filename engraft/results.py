@@ -94,6 +94,8 @@ def provenance(result, command: list[str] | None = None) -> dict:
         "hsc_scale": result.summary.get("hsc_scale"),
         "clone_readouts_body_equivalent": result.summary.get("clone_readouts_body_equivalent"),
         "hsc_scale_warning": result.summary.get("hsc_scale_warning"),
+        "calibrated_dims": result.summary.get("calibrated_dims"),
+        "calibration_warning": result.summary.get("calibration_warning"),
         "environment": environment(),
     }
 

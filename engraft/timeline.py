@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from engraft.readouts import CountWatch, summarize
-from engraft.scaling import scale_notes, scales
+from engraft.scaling import calibration_notes, scale_notes, scales
 
 if TYPE_CHECKING:
     from engraft.config.schema import Experiment
@@ -402,6 +402,7 @@ def run_engine(engine: Engine, progress: ProgressCallback | None = None) -> Resu
     snapshots["niche"] = engine.niche.copy()
     summary = summarize(timeseries, engine.spec)
     summary.update(scale_notes(engine.exp))
+    summary.update(calibration_notes(engine.exp))
     return Result(
         config=engine.exp, seed=engine.seed, engine=engine.engine, timeseries=timeseries,
         clones=engine.clone_table(), snapshots=snapshots, summary=summary,

@@ -152,6 +152,30 @@ def test_hsc_scale_above_1_5_is_said_and_recorded(tiny_path, tmp_path, capsys):
     assert "above 1.5" in prov["hsc_scale_warning"]
 
 
+def test_a_run_off_its_calibrated_dimension_says_so(tiny_path, tmp_path, capsys):
+    """The mouse set (tiny) is calibrated in 2D: a 3D run warns, in its printed summary and provenance;
+    the 2D run, a set that states no dimension, and one stated as 3D do not."""
+    from engraft.scaling import calibration_notes
+
+    out = tmp_path / "cube"
+    assert main(["run", str(tiny_path), "--set", "lattice.dims=3", "--set", "lattice.size=10", "--out", str(out),
+                 "--no-figure"]) == 0
+    text = capsys.readouterr().out
+    assert "warning        the parameter set was calibrated on a 2D lattice (calibration.dims) and this run is 3D, " \
+           "where a site has 26 neighbours instead of 8" in text
+    prov = read_run(out).provenance
+    assert prov["calibrated_dims"] == 2 and "not calibrated" in prov["calibration_warning"]
+    assert json.loads((out / "summary.json").read_text())["calibration_warning"] == prov["calibration_warning"]
+    assert calibration_notes(load_config(tiny_path)) == {"calibrated_dims": 2, "calibration_warning": None}
+    for over in (["calibration.dims=null"], ["calibration.dims=3"]):
+        assert calibration_notes(load_config(tiny_path, ["lattice.dims=3", "lattice.size=10", *over]))[
+            "calibration_warning"] is None
+    for name in ("hemophilia_a_lentiviral", "hemophilia_b_lentiviral", "reduced_intensity", "mouse_transplant",
+                 "cohort_hemophilia_a"):
+        assert calibration_notes(load_config(CONFIGS / f"{name}.yaml")) == {"calibrated_dims": 2,
+                                                                             "calibration_warning": None}, name
+
+
 def test_human_experiments_hold_the_hsc_pool_at_its_real_size():
     """Each shipped human experiment has at most 1.5 body HSCs per lattice HSC, and says nothing."""
     from engraft.simulation import hsc_scale, lattice_size_for_hsc_scale, scale_notes

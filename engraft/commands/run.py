@@ -97,6 +97,8 @@ def format_summary(summary: dict, out: Path) -> str:
                         "platelets (stored; not in plasma)")
     if summary.get("hsc_scale_warning"):
         lines.append(f"warning        {summary['hsc_scale_warning']}")
+    if summary.get("calibration_warning"):
+        lines.append(f"warning        {summary['calibration_warning']}")
     lines.append(f"written to     {out}")
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engraft.config.load import estimate_memory_bytes, load_config
 from engraft.engines import preflight
-from engraft.scaling import scale_notes, scales
+from engraft.scaling import calibration_notes, scale_notes, scales
 
 HELP = "check a config file and print what it resolves to"
 
@@ -27,9 +27,10 @@ def main(args) -> int:
           f"{lat.niche_fraction:.0%} niches ({lat.niche_placement}), {lat.neighbourhood}, {lat.boundary}")
     print(f"  scale        {sc[exp.hsc_type]:.3g} body HSCs and "
           f"{min(v for k, v in sc.items() if k != exp.hsc_type):.3g} body progenitors per lattice cell")
-    notes = scale_notes(exp)
-    if notes["hsc_scale_warning"]:
-        print(f"  warning      {notes['hsc_scale_warning']}")
+    notes = scale_notes(exp) | calibration_notes(exp)
+    for key in ("hsc_scale_warning", "calibration_warning"):
+        if notes[key]:
+            print(f"  warning      {notes[key]}")
     t = exp.time
     print(f"  time         {t.duration_days:g} days in steps of {t.dt_days:g}, records every "
           f"{t.record_interval_days:g}, burn-in {t.burn_in_days:g}")

@@ -513,6 +513,19 @@ class ReadoutConfig(Section):
     bleeding: BleedingConfig
 
 
+class CalibrationConfig(Section):
+    """What a parameter set's calibrated numbers were fitted on (docs/model.md sec. 2).
+
+    The amplifications, blood fractions and transgene expression of a
+    parameter set are fitted to whole-body figures on a lattice of one
+    dimension; a run on the other says that its whole-body numbers are not
+    calibrated (a 3D site has 26 neighbours instead of 8: another marrow).
+    """
+
+    dims: Literal[2, 3] | None = Field(
+        None, description="lattice dimension the parameter set was calibrated on (none: not stated)")
+
+
 class Experiment(Section):
     """A whole engraft experiment."""
 
@@ -541,6 +554,7 @@ class Experiment(Section):
     transgene: TransgeneConfig
     pk: PKConfig
     readouts: ReadoutConfig
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     sweep: dict | None = Field(None, description="batch experiments; see engraft.sweep")
     cohort: dict | None = Field(None, description="virtual patient cohorts; see engraft.cohort")
     sensitivity: dict | None = Field(None, description="global sensitivity designs; see engraft.sensitivity")
