@@ -202,8 +202,9 @@ def listing_pays(n_candidates, n_free, trials):
     The rule of renting until the rent paid equals the price of buying: rejection goes on until
     it has cost about one pass over the candidates, the price of the list, so a phase never
     costs more than about twice the cheaper of the two ways, however few the free sites. It
-    depends on the state and the phase's draws only, so results stay reproducible; in the
-    shipped experiments it is not met (the free niches are many, or the lodgings few).
+    depends on the state and the phase's draws only, so results stay reproducible. In the
+    shipped human experiments it is not met (the free niches are many, or the lodgings few); on
+    the small lattices of the tiny and mouse configs, whose few niches are mostly full, it is.
     """
     if n_candidates <= LODGE_LIST_TRIALS * n_free:
         return False
