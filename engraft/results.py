@@ -96,6 +96,7 @@ def provenance(result, command: list[str] | None = None) -> dict:
         "hsc_scale_warning": result.summary.get("hsc_scale_warning"),
         "calibrated_dims": result.summary.get("calibrated_dims"),
         "calibration_warning": result.summary.get("calibration_warning"),
+        "calibration_note": result.summary.get("calibration_note"),
         "environment": environment(),
     }
 

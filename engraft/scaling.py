@@ -76,7 +76,8 @@ def _neighbours(dims: int, neighbourhood: str) -> int:
 
 def calibration_notes(exp: Experiment) -> dict:
     """Whether the run's lattice dimension is the one its parameter set was calibrated on (summary
-    and provenance): a warning where ``calibration.dims`` is stated and differs."""
+    and provenance): a warning where ``calibration.dims`` is stated and differs; and the set's own
+    note of what its calibration does not reach (``calibration.note``)."""
     fitted = exp.calibration.dims
     note = None
     if fitted is not None and fitted != exp.lattice.dims:
@@ -85,7 +86,7 @@ def calibration_notes(exp: Experiment) -> dict:
                 f"{exp.lattice.dims}D, where a site has {_neighbours(exp.lattice.dims, hood)} neighbours instead "
                 f"of {_neighbours(fitted, hood)}: its whole-body outputs, blood counts and factor levels are not "
                 "calibrated (docs/model.md sec. 2); refit them (scripts/recalibrate.py) before reading them")
-    return {"calibrated_dims": fitted, "calibration_warning": note}
+    return {"calibrated_dims": fitted, "calibration_warning": note, "calibration_note": exp.calibration.note}
 
 
 def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) -> dict[str, float]:

@@ -166,21 +166,26 @@ def test_a_run_off_its_calibrated_dimension_says_so(tiny_path, tmp_path, capsys)
     prov = read_run(out).provenance
     assert prov["calibrated_dims"] == 2 and "not calibrated" in prov["calibration_warning"]
     assert json.loads((out / "summary.json").read_text())["calibration_warning"] == prov["calibration_warning"]
-    assert calibration_notes(load_config(tiny_path)) == {"calibrated_dims": 2, "calibration_warning": None}
+    assert calibration_notes(load_config(tiny_path)) == {"calibrated_dims": 2, "calibration_warning": None,
+                                                         "calibration_note": None}
     for over in (["calibration.dims=null"], ["calibration.dims=3"]):
         assert calibration_notes(load_config(tiny_path, ["lattice.dims=3", "lattice.size=10", *over]))[
             "calibration_warning"] is None
     for name in ("hemophilia_a_lentiviral", "hemophilia_b_lentiviral", "reduced_intensity", "mouse_transplant",
                  "cohort_hemophilia_a"):
-        assert calibration_notes(load_config(CONFIGS / f"{name}.yaml")) == {"calibrated_dims": 2,
-                                                                             "calibration_warning": None}, name
+        assert calibration_notes(load_config(CONFIGS / f"{name}.yaml")) == {
+            "calibrated_dims": 2, "calibration_warning": None, "calibration_note": None}, name
+    notes = calibration_notes(load_config(CONFIGS / "hemophilia_a_lentiviral_3d.yaml"))
+    assert notes["calibrated_dims"] == 3 and notes["calibration_warning"] is None
+    assert "neutropenia lasts about 14 days" in notes["calibration_note"]
 
 
 def test_human_experiments_hold_the_hsc_pool_at_its_real_size():
     """Each shipped human experiment has at most 1.5 body HSCs per lattice HSC, and says nothing."""
     from engraft.simulation import hsc_scale, lattice_size_for_hsc_scale, scale_notes
 
-    for name in ("hemophilia_a_lentiviral", "hemophilia_b_lentiviral", "reduced_intensity"):
+    for name in ("hemophilia_a_lentiviral", "hemophilia_b_lentiviral", "reduced_intensity",
+                 "hemophilia_a_lentiviral_3d"):
         exp = load_config(CONFIGS / f"{name}.yaml")
         assert hsc_scale(exp) <= 1.5, name
         notes = scale_notes(exp)

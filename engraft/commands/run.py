@@ -99,6 +99,8 @@ def format_summary(summary: dict, out: Path) -> str:
         lines.append(f"warning        {summary['hsc_scale_warning']}")
     if summary.get("calibration_warning"):
         lines.append(f"warning        {summary['calibration_warning']}")
+    if summary.get("calibration_note"):
+        lines.append(f"calibration    {summary['calibration_note']}")
     lines.append(f"written to     {out}")
     return "\n".join(lines)
 

@@ -31,6 +31,8 @@ def main(args) -> int:
     for key in ("hsc_scale_warning", "calibration_warning"):
         if notes[key]:
             print(f"  warning      {notes[key]}")
+    if notes["calibration_note"]:
+        print(f"  calibration  {notes['calibration_note']}")
     t = exp.time
     print(f"  time         {t.duration_days:g} days in steps of {t.dt_days:g}, records every "
           f"{t.record_interval_days:g}, burn-in {t.burn_in_days:g}")

@@ -524,6 +524,9 @@ class CalibrationConfig(Section):
 
     dims: Literal[2, 3] | None = Field(
         None, description="lattice dimension the parameter set was calibrated on (none: not stated)")
+    note: str | None = Field(
+        None, max_length=400,
+        description="what the calibration does not reach, in one line: printed with each run's summary and recorded")
 
 
 class Experiment(Section):
