@@ -254,24 +254,6 @@ def take_listed(listed, n_listed, state):
 
 
 @njit(**JIT)
-def lodging_target(niche_sites, n_candidates, for_hsc, n_free, listed, n_listed, trials, may_list, ctype, niche, state):
-    """A lodging cell's free site, by rejection or, once :func:`listing_pays` (and ``may_list``:
-    ``circulation.lodging_search: adaptive``), from the phase's list of the free sites of its kind.
-
-    ``listed[:n_listed]`` is that list (``n_listed`` -1 while there is none) and ``trials`` the
-    phase's rejection trials so far for this kind. Returns ``(site, listed, n_listed, trials)``,
-    updated: the site taken is removed from the list.
-    """
-    if n_listed < 0 and may_list and listing_pays(n_candidates, n_free, trials):
-        listed = np.empty(n_free, dtype=np.int64)
-        n_listed = list_free_sites(niche_sites, n_candidates, for_hsc, ctype, niche, listed)
-    if n_listed >= 0:
-        return take_listed(listed, n_listed, state), listed, n_listed - 1, trials
-    site, used = lodging_site(niche_sites, n_candidates, for_hsc, ctype, niche, state)
-    return site, listed, n_listed, trials + used
-
-
-@njit(**JIT)
 def blood_phase(lat, pool, rules, state):
     """``ReferenceModel.resolve_blood``: every circulating cell lodges, dies or stays (exactly).
 
@@ -320,15 +302,31 @@ def blood_phase(lat, pool, rules, state):
         happened = -np.expm1(-total * dt) if total > 0.0 else 0.0
         u = uniform(state)
         if u < a / total * happened:
-            # a uniformly random free target site (free > 0 here)
+            # a uniformly random free target site (free > 0 here). The two kinds are written out
+            # in full: one helper for both, returning its list, made the lodgings 1.2-1.5x slower
+            # (an array returned from a compiled call costs reference counting at each lodging)
             if hsc:
-                site, listed_niche, n_listed_niche, trials_niche = lodging_target(
-                    niche_sites, n_niche, True, counters[C_EMPTY_NICHE], listed_niche, n_listed_niche, trials_niche,
-                    lodging_list, ctype, niche, state)
+                n_free = counters[C_EMPTY_NICHE]
+                if n_listed_niche < 0 and lodging_list and listing_pays(n_niche, n_free, trials_niche):
+                    listed_niche = np.empty(n_free, dtype=np.int64)
+                    n_listed_niche = list_free_sites(niche_sites, n_niche, True, ctype, niche, listed_niche)
+                if n_listed_niche >= 0:
+                    site = take_listed(listed_niche, n_listed_niche, state)
+                    n_listed_niche -= 1
+                else:
+                    site, trials = lodging_site(niche_sites, n_niche, True, ctype, niche, state)
+                    trials_niche += trials
             else:
-                site, listed_other, n_listed_other, trials_other = lodging_target(
-                    niche_sites, n_sites, False, counters[C_EMPTY] - counters[C_EMPTY_NICHE], listed_other,
-                    n_listed_other, trials_other, lodging_list, ctype, niche, state)
+                n_free = counters[C_EMPTY] - counters[C_EMPTY_NICHE]
+                if n_listed_other < 0 and lodging_list and listing_pays(n_sites, n_free, trials_other):
+                    listed_other = np.empty(n_free, dtype=np.int64)
+                    n_listed_other = list_free_sites(niche_sites, n_sites, False, ctype, niche, listed_other)
+                if n_listed_other >= 0:
+                    site = take_listed(listed_other, n_listed_other, state)
+                    n_listed_other -= 1
+                else:
+                    site, trials = lodging_site(niche_sites, n_sites, False, ctype, niche, state)
+                    trials_other += trials
             settle(site, t, pool_flags[k], pool_vcn[k], pool_divs[k], pool_clone[k], 1.0, ctype, flags, vcn, divs, clone, affinity, niche, counters, hsc)
             pool_type[k] = EMPTY
         elif u < happened:
