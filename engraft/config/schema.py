@@ -351,7 +351,8 @@ class CirculationConfig(Section):
         "adaptive", description="how a lodging cell's free site is found, uniformly among the free sites "
         "either way: adaptive, by random trials until they would cost a pass over the candidate sites, then "
         "from a list of the free ones (fast when free sites are scarce); rejection, by random trials only "
-        "(the stream of earlier engraft runs, which it reproduces: CHANGELOG)")
+        "(the stream of earlier engraft runs, which it reproduces: CHANGELOG). The kernels only: the Mesa "
+        "reference draws from its list of free sites")
 
 
 class ConditioningConfig(Section):
