@@ -154,17 +154,20 @@ def test_hsc_scale_above_1_5_is_said_and_recorded(tiny_path, tmp_path, capsys):
 
 def test_a_run_off_its_calibrated_dimension_says_so(tiny_path, tmp_path, capsys):
     """The mouse set (tiny) is calibrated in 2D: a 3D run warns, in its printed summary and provenance;
-    the 2D run, a set that states no dimension, and one stated as 3D do not."""
+    the 2D run, a set that states no dimension, and one stated as 3D do not. A set's calibration.note
+    is printed and recorded."""
     from engraft.scaling import calibration_notes
 
     out = tmp_path / "cube"
-    assert main(["run", str(tiny_path), "--set", "lattice.dims=3", "--set", "lattice.size=10", "--out", str(out),
-                 "--no-figure"]) == 0
+    assert main(["run", str(tiny_path), "--set", "lattice.dims=3", "--set", "lattice.size=10", "--set",
+                 "calibration.note=outputs only", "--out", str(out), "--no-figure"]) == 0
     text = capsys.readouterr().out
     assert "warning        the parameter set was calibrated on a 2D lattice (calibration.dims) and this run is 3D, " \
            "where a site has 26 neighbours instead of 8" in text
+    assert "calibration    outputs only" in text
     prov = read_run(out).provenance
     assert prov["calibrated_dims"] == 2 and "not calibrated" in prov["calibration_warning"]
+    assert prov["calibration_note"] == "outputs only"
     assert json.loads((out / "summary.json").read_text())["calibration_warning"] == prov["calibration_warning"]
     assert calibration_notes(load_config(tiny_path)) == {"calibrated_dims": 2, "calibration_warning": None,
                                                          "calibration_note": None}
@@ -176,8 +179,9 @@ def test_a_run_off_its_calibrated_dimension_says_so(tiny_path, tmp_path, capsys)
         assert calibration_notes(load_config(CONFIGS / f"{name}.yaml")) == {
             "calibrated_dims": 2, "calibration_warning": None, "calibration_note": None}, name
     notes = calibration_notes(load_config(CONFIGS / "hemophilia_a_lentiviral_3d.yaml"))
-    assert notes["calibrated_dims"] == 3 and notes["calibration_warning"] is None
-    assert "neutropenia lasts about 14 days" in notes["calibration_note"]
+    assert notes == {"calibrated_dims": 3, "calibration_warning": None, "calibration_note": None}
+    noted = load_config(tiny_path, ["calibration.note=platelets untested"])
+    assert calibration_notes(noted)["calibration_note"] == "platelets untested"
 
 
 def test_human_experiments_hold_the_hsc_pool_at_its_real_size():
