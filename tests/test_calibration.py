@@ -14,7 +14,9 @@ whole-body results do not depend on the size: docs/model.md sec. 2):
   acceptance band of the calibration).
 
 A config that lost its fit fails: the 2D numbers on the 3D lattice give
-2.4x the myeloid output and about 100 IU/dL.
+2.4x the myeloid output and about 100 IU/dL. The 3D set's first weeks,
+fitted by its GMP lattice divisions and platelet lifespan stages, are
+checked against the trial's cytopenias as well.
 """
 
 from __future__ import annotations
