@@ -70,10 +70,6 @@ def scale_notes(exp: Experiment) -> dict:
     return {"hsc_scale": sc, "clone_readouts_body_equivalent": body, "hsc_scale_warning": note}
 
 
-def _neighbours(dims: int, neighbourhood: str) -> int:
-    return 3**dims - 1 if neighbourhood == "moore" else 2 * dims
-
-
 def calibration_notes(exp: Experiment) -> dict:
     """Whether the run's lattice dimension is the one its parameter set was calibrated on (summary
     and provenance): a warning where ``calibration.dims`` is stated and differs; and the set's own
@@ -81,10 +77,13 @@ def calibration_notes(exp: Experiment) -> dict:
     fitted = exp.calibration.dims
     note = None
     if fitted is not None and fitted != exp.lattice.dims:
+        from engraft.lattice import neighbour_offsets
+
         hood = exp.lattice.neighbourhood
+        here, there = (len(neighbour_offsets(d, hood)) for d in (exp.lattice.dims, fitted))
         note = (f"the parameter set was calibrated on a {fitted}D lattice (calibration.dims) and this run is "
-                f"{exp.lattice.dims}D, where a site has {_neighbours(exp.lattice.dims, hood)} neighbours instead "
-                f"of {_neighbours(fitted, hood)}: its whole-body outputs, blood counts and factor levels are not "
+                f"{exp.lattice.dims}D, where a site has {here} neighbours instead "
+                f"of {there}: its whole-body outputs, blood counts and factor levels are not "
                 "calibrated (docs/model.md sec. 2); refit them (scripts/recalibrate.py) before reading them")
     return {"calibrated_dims": fitted, "calibration_warning": note, "calibration_note": exp.calibration.note}
 
