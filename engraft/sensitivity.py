@@ -26,7 +26,10 @@ root seed. Read-outs:
 - ``year1_mean_factor_iu_dl``: the mean daily factor level over days 1-365;
 - ``engraftment_day``: the run's ``neutrophil_engraftment_day`` where the
   model writes it, else its ``recovery_day`` (myeloid recovery; the report
-  says which); a run without the event gets the end of follow-up;
+  says which); a run without the event gets the end of follow-up, and a
+  run whose ANC never fell below 0.5e9/L gets day 0 (the summary's
+  convention: over ranges that reach such mild conditioning, name
+  ``days_anc_below_500``, the days of severe neutropenia, instead);
 - ``largest_clone_share``: the largest clone's share of graft lattice cells
   at the end (``final_top_clone_share``);
 - any numeric key of the run's ``summary.json``.

@@ -16,7 +16,14 @@ builds, per design arm:
   neutrophil engraftment (``neutrophil_engraftment_day`` of the run's
   summary, where the model writes it) and for myeloid recovery
   (``recovery_day``), censored at the end of follow-up, with the median
-  time and its 95 % interval;
+  time and its 95 % interval. Engraftment is timed for the patients whose
+  ANC fell below the engraftment level (``days_anc_below_500`` > 0): one
+  whose ANC never did had no aplasia to recover from, so it is counted
+  beside the curve (``never_neutropenic``), not put in it at day 0, the
+  convention of a single run's summary. Mixing those day-0 entries in made
+  the median engraftment day of a milder regimen 0;
+- the **cytopenias**: days of ANC < 0.5e9/L and of platelets < 20e9/L,
+  median, IQR and 5-95 %, and how many patients had any;
 - the **factor level at milestones**: median, IQR and 5-95 % range;
 - **joint bleeds**: the expected annualized joint-bleed rate in the last
   year of follow-up from the model's bleeding read-out, its cohort mean
@@ -49,6 +56,9 @@ TRIAL_FILE = "trial.json"
 REPORT_FILE = "trial_report.md"
 #: the clinical neutrophil engraftment day (3 days with ANC >= 0.5e9/L), where a run's summary has it
 NEUTROPHIL_KEY = "neutrophil_engraftment_day"
+#: the days of severe neutropenia (ANC < 0.5e9/L) and of platelets < 20e9/L, where a run's summary has them
+NEUTROPHIL_BELOW_KEY = "days_anc_below_500"
+PLATELET_BELOW_KEY = "days_platelets_below_20"
 #: the bootstrap's resamples for the mean joint-bleed rate
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -163,10 +173,20 @@ def patient_outcomes(timeseries, summary: dict, days: tuple, thresholds: tuple) 
         # the expected chance of no joint bleed in the last year (Poisson bleeding at the modelled rate)
         out["last_year_bleed_free_probability"] = float(math.exp(-out["last_year_joint_bleeds_per_year"]))
     neutrophil = summary.get(NEUTROPHIL_KEY, "absent")
+    below = summary.get(NEUTROPHIL_BELOW_KEY)
+    if neutrophil is None and below is None:  # a model without blood counts writes the keys as None
+        neutrophil = "absent"
     if neutrophil != "absent":
         hit = neutrophil is not None and math.isfinite(float(neutrophil))
-        out["neutrophil_engraftment_days"] = float(neutrophil) if hit else final
-        out["neutrophil_engrafted"] = bool(hit)
+        # only a count that fell below the level has an engraftment to time; one that never did
+        # (a milder conditioning) has none, though its summary gives day 0 by convention
+        neutropenic = not hit or below is None or below > 0
+        out["neutropenic"] = bool(neutropenic)
+        out["neutrophil_engraftment_days"] = (float(neutrophil) if hit else final) if neutropenic else float("nan")
+        out["neutrophil_engrafted"] = bool(hit and neutropenic)
+    for key in (NEUTROPHIL_BELOW_KEY, PLATELET_BELOW_KEY):
+        if summary.get(key) is not None:
+            out[key] = float(summary[key])
     if "recovery_day" in summary:  # older models: myeloid recovery instead of clinical counts
         recovery = summary["recovery_day"]
         hit = recovery is not None and math.isfinite(float(recovery))
@@ -192,7 +212,7 @@ def patient_table(out: Path, spec: dict, days: tuple, thresholds: tuple):
         ts = pd.read_csv(path / "timeseries.csv", usecols=lambda c: c in columns)
         row = {"run_id": run["run_id"], **run["params"], "replicate": run["replicate"], "seed": run["seed"]}
         row.update(patient_outcomes(ts, summary, days, thresholds))
-        row["has_neutrophil_key"] = NEUTROPHIL_KEY in summary
+        row["has_neutrophil_key"] = "neutropenic" in row
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -288,7 +308,8 @@ def analyze_cohort(out: str | os.PathLike) -> dict:
                     "arms": []}
     outcomes_for_noise = ["last_year_mean_factor_iu_dl", "year1_mean_factor_iu_dl",
                           *[f"time_to_{t:g}_days" for t in thresholds],
-                          "neutrophil_engraftment_days" if neutrophil_everywhere else "myeloid_recovery_days"]
+                          "neutrophil_engraftment_days" if neutrophil_everywhere else "myeloid_recovery_days",
+                          NEUTROPHIL_BELOW_KEY, PLATELET_BELOW_KEY]
     outcomes_for_noise = [o for o in outcomes_for_noise if o in table]
     for arm in sorted(arm_names):
         rows = table[(table["arm"] == arm) & (table["replicate"] == 0)]
@@ -306,10 +327,20 @@ def analyze_cohort(out: str | os.PathLike) -> dict:
             entry["kaplan_meier"][f"time_to_{thr:g}"] = kaplan_meier(
                 rows[f"time_to_{thr:g}_days"], rows[f"reached_{thr:g}"],
                 f"sustained {thr:g} IU/dL")
-        if "neutrophil_engraftment_days" in rows and rows["neutrophil_engraftment_days"].notna().all():
-            entry["kaplan_meier"]["neutrophil_engraftment"] = kaplan_meier(
-                rows["neutrophil_engraftment_days"], rows["neutrophil_engrafted"].astype(bool),
-                "neutrophil engraftment")
+        if neutrophil_everywhere and n:
+            # the time to engraftment of the patients whose ANC fell below the level: one that
+            # never did has no aplasia to recover from (counted beside the curve, not in it)
+            neutropenic = rows[rows["neutropenic"].astype(bool)]
+            entry["never_neutropenic"] = int(n - len(neutropenic))
+            if len(neutropenic):
+                entry["kaplan_meier"]["neutrophil_engraftment"] = kaplan_meier(
+                    neutropenic["neutrophil_engraftment_days"], neutropenic["neutrophil_engrafted"].astype(bool),
+                    "neutrophil engraftment")
+        for key in (NEUTROPHIL_BELOW_KEY, PLATELET_BELOW_KEY):
+            if key in rows and rows[key].notna().all():
+                days_below = rows[key].to_numpy(dtype=np.float64)
+                entry.setdefault("cytopenias", {})[key] = {**_quantiles(days_below),
+                                                           "patients_below": int((days_below > 0).sum())}
         if "myeloid_recovery_days" in rows and rows["myeloid_recovery_days"].notna().all():
             entry["kaplan_meier"]["myeloid_recovery"] = kaplan_meier(
                 rows["myeloid_recovery_days"], rows["myeloid_recovered"].astype(bool), "myeloid recovery")
@@ -385,15 +416,33 @@ def report_markdown(result: dict, design: dict, figures_dir: str = "figures") ->
             ci = km.get("median_ci_days") or [None, None]
             lines.append(f"| {arm['name']} | {km['label']} | {km['events']}/{km['n']} | "
                          f"{_num(km.get('median_days'), '.0f')} | {_num(ci[0], '.0f')}-{_num(ci[1], '.0f')} |")
+    never = [(arm["name"], arm["never_neutropenic"], arm["patients"]) for arm in result["arms"]
+             if arm.get("never_neutropenic")]
+    if never:
+        lines += ["", "Neutrophil engraftment is timed only for the patients whose ANC fell below "
+                      "0.5e9/L: " + "; ".join(f"in {name}, {k} of {n} never did" for name, k, n in never)
+                  + ". They have no aplasia to recover from, so they are not in the engraftment curve "
+                    "(their runs' summaries give engraftment day 0 by convention); the cytopenia table "
+                    "below counts them with 0 days."]
     if result["neutrophil_engraftment"] == "absent":
         lines += ["", "Neutrophil engraftment (3 days with ANC >= 0.5e9/L) is not estimated: these runs' "
-                      f"summaries have no `{NEUTROPHIL_KEY}` (written by engraft models with clinical blood "
-                      "counts). The myeloid recovery curve is the model's `recovery_day` read-out (the "
+                      f"summaries have no `{NEUTROPHIL_KEY}` value (engraft writes one where the experiment "
+                      "has `blood_counts`). The myeloid recovery curve is the model's `recovery_day` read-out (the "
                       "myeloid compartment back to `readouts.recovery_fraction` of its baseline), not the "
                       "clinical definition."]
     elif result["neutrophil_engraftment"] == "partial":
         lines += ["", f"Some runs lack `{NEUTROPHIL_KEY}` (older model): neutrophil engraftment is not "
                       "estimated for an arm unless all its runs have it."]
+    cyto = [(arm["name"], arm["patients"], arm["cytopenias"]) for arm in result["arms"] if arm.get("cytopenias")]
+    if cyto:
+        lines += ["", "## Cytopenias after conditioning (days below the level; no transfusions or growth "
+                      "factors modelled)", "",
+                  "| arm | count | patients below | median days | IQR | 5-95 % |", "|---|---|---|---|---|---|"]
+        names = {NEUTROPHIL_BELOW_KEY: "ANC < 0.5e9/L", PLATELET_BELOW_KEY: "platelets < 20e9/L"}
+        for name, n, table in cyto:
+            for key, q in table.items():
+                lines.append(f"| {name} | {names[key]} | {q['patients_below']}/{n} | {q['median']:.0f} | "
+                             f"{q['q25']:.0f}-{q['q75']:.0f} | {q['q05']:.0f}-{q['q95']:.0f} |")
     lines += ["", "## Factor level at milestones (IU/dL)", "",
               "| arm | day | n | median | IQR | 5-95 % |", "|---|---|---|---|---|---|"]
     for arm in result["arms"]:

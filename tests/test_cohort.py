@@ -460,6 +460,25 @@ def test_plot_a_cohort_directory(tiny_cohort_dir, tmp_path, capsys):
          "cohort_waterfall"])
 
 
+def test_runs_without_blood_counts_have_no_neutrophil_curve(tiny_cohort_dir, tmp_path):
+    """A model without blood counts writes the clinical keys as null: no read-out, not censored runs."""
+    from engraft.readouts import CLINICAL_KEYS
+    from engraft.trial import analyze_cohort
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_cohort_dir, out)
+    for run in sorted(p for p in (out / "runs").iterdir() if p.is_dir()):
+        summary = json.loads((run / "summary.json").read_text())
+        summary.update(dict.fromkeys(CLINICAL_KEYS))
+        (run / "summary.json").write_text(json.dumps(summary))
+    trial = analyze_cohort(out)
+    assert trial["neutrophil_engraftment"] == "absent"
+    assert all("neutrophil_engraftment" not in arm["kaplan_meier"] and "cytopenias" not in arm
+               for arm in trial["arms"])
+    assert "Neutrophil engraftment (3 days with ANC >= 0.5e9/L) is not estimated" in (
+        out / "trial_report.md").read_text()
+
+
 def test_neutrophil_engraftment_is_read_when_the_runs_have_it(tiny_cohort_dir, tmp_path):
     from engraft.trial import analyze_cohort
 
@@ -468,18 +487,33 @@ def test_neutrophil_engraftment_is_read_when_the_runs_have_it(tiny_cohort_dir, t
     runs = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
     for i, run in enumerate(runs):  # as a model with clinical blood counts writes them
         summary = json.loads((run / "summary.json").read_text())
-        summary["neutrophil_engraftment_day"] = None if i % 3 == 0 else 10.0 + i
+        if i % 4 == 1:  # the ANC never fell below 0.5e9/L: day 0 by the summary's convention
+            summary["neutrophil_engraftment_day"], summary["days_anc_below_500"] = 0.0, 0
+        else:  # neutropenic for 6 days, then engrafted, or not by the end (censored)
+            summary["neutrophil_engraftment_day"] = None if i % 3 == 0 else 10.0 + i
+            summary["days_anc_below_500"] = 6
         (run / "summary.json").write_text(json.dumps(summary))
     trial = analyze_cohort(out)
-    km = trial["arms"][0]["kaplan_meier"]["neutrophil_engraftment"]
+    arm = trial["arms"][0]
+    km = arm["kaplan_meier"]["neutrophil_engraftment"]
     patients = pd.read_parquet(out / "patients.parquet")
     main_runs = patients[patients["replicate"] == 0]
+    neutropenic = main_runs["neutropenic"].to_numpy(dtype=bool)
     engrafted = main_runs["neutrophil_engrafted"].to_numpy(dtype=bool)
     assert trial["neutrophil_engraftment"] == "present"
-    assert km["events"] == engrafted.sum() and km["n"] == 8 and 0 < km["events"] < 8
+    # the curve holds the neutropenic patients only; those never below are counted beside it
+    assert 0 < neutropenic.sum() < 8 and arm["never_neutropenic"] == 8 - neutropenic.sum()
+    assert km["n"] == neutropenic.sum() and km["events"] == engrafted.sum() and 0 < km["events"] < km["n"]
+    assert main_runs.loc[~neutropenic, "neutrophil_engraftment_days"].isna().all() and not engrafted[~neutropenic].any()
+    assert 0 not in km["timeline"][1:]  # no engraftment at day 0 from the patients never below
     # not engrafted by the end: censored at the end of follow-up
-    assert (main_runs.loc[~engrafted, "neutrophil_engraftment_days"] == main_runs.loc[~engrafted, "final_day"]).all()
-    assert "not estimated" not in (out / "trial_report.md").read_text()
+    late = neutropenic & ~engrafted
+    assert (main_runs.loc[late, "neutrophil_engraftment_days"] == main_runs.loc[late, "final_day"]).all()
+    cyto = arm["cytopenias"]["days_anc_below_500"]
+    assert cyto["patients_below"] == neutropenic.sum() and cyto["n"] == 8
+    report = (out / "trial_report.md").read_text()
+    assert "not estimated" not in report
+    assert f"{arm['never_neutropenic']} of 8 never did" in report and "## Cytopenias after conditioning" in report
     # runs of an older model lack the key: the curve is not made from part of them
     summary = json.loads((runs[0] / "summary.json").read_text())
     del summary["neutrophil_engraftment_day"]

@@ -178,6 +178,11 @@ def engraftment_days_figure(table, trial: dict):
         ax.set_axis_off()
         return fig
     main = table[table["replicate"] == 0]
+    if neutrophil and "neutropenic" in main:  # engraftment is timed only where the ANC fell below the level
+        never = main[~main["neutropenic"].astype(bool)].groupby("arm").size().to_dict()
+        main = main[main["neutropenic"].astype(bool)]
+    else:
+        never = {}
     values = main.loc[main[event].astype(bool), column]
     bins = np.arange(math.floor(values.min()) - 0.5, math.ceil(values.max()) + 1.5) if len(values) else 10
     if len(values) and len(bins) > 60:
@@ -185,8 +190,10 @@ def engraftment_days_figure(table, trial: dict):
     for a, arm in enumerate(trial["arms"]):
         rows = main[(main["arm"] == arm["arm"]) & main[event].astype(bool)]
         censored = int(((main["arm"] == arm["arm"]) & ~main[event].astype(bool)).sum())
-        ax.hist(rows[column], bins=bins, alpha=0.6, color=series_colour(a),
-                label=f"{arm['name']} ({censored} not engrafted by the end)")
+        label = f"{arm['name']} ({censored} not engrafted by the end"
+        if never.get(arm["arm"]):
+            label += f"; {never[arm['arm']]} never below ANC 0.5e9/L"
+        ax.hist(rows[column], bins=bins, alpha=0.6, color=series_colour(a), label=label + ")")
     ax.set_xlabel("neutrophil engraftment day" if neutrophil else
                   "myeloid recovery day (model read-out recovery_day)")
     ax.set_ylabel("patients")
