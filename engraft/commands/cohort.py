@@ -48,7 +48,10 @@ def main(args) -> int:
         print(f"engraft cohort: error: {err}", file=sys.stderr)
         return 1
     arms = len(cohort.arms)
-    print(f"{outcome.total} runs ({cohort.cohort.patients} patients x {arms} arm{'s' * (arms > 1)}) in {out} "
+    spec = cohort.cohort
+    repeats = arms * min(spec.noise_patients, spec.patients) * (spec.noise_replicates - 1)
+    noise = f" + {repeats} noise repeats with new seeds" if repeats > 0 else ""
+    print(f"{outcome.total} runs ({spec.patients} patients x {arms} arm{'s' * (arms > 1)}{noise}) in {out} "
           f"({outcome.executor}): {outcome.ran} ran now, {outcome.reused} reused")
     if outcome.failed:
         print(f"{outcome.failed} of {outcome.total} runs failed ({', '.join(outcome.failed_ids[:5])}"
