@@ -56,6 +56,7 @@ import numpy as np
 
 from engraft.config.load import (
     ConfigError,
+    available_memory_bytes,
     load_yaml,
     parse_override,
     resolve_bases,
@@ -66,8 +67,14 @@ from engraft.config.load import (
 from engraft.errors import brief
 from engraft.results import atomic_write_text, to_json
 from engraft.sweep.design import DesignSweep
-from engraft.sweep.spec import Run, run_seeds
+from engraft.sweep.spec import MAX_RUNS, Run, run_seeds
 
+#: bytes per sample and resample that SALib's bootstrap holds at once (its index array and about five
+#: resampled arrays of 8-byte numbers: an upper estimate), and the share of free memory it may take
+BOOTSTRAP_BYTES = 48
+BOOTSTRAP_MEMORY_FRACTION = 0.5
+#: the most Morris grid levels accepted
+MAX_LEVELS = 1000
 SENSITIVITY_KEYS = ("method", "samples", "levels", "root_seed", "bootstrap", "noise_replicates",
                     "overrides", "parameters", "readouts", "workers", "scheduler")
 PARAMETER_KEYS = ("low", "high", "apply", "paths", "source")
@@ -153,6 +160,8 @@ def parse_sensitivity_section(raw: Any, seed: int) -> SensitivitySpec:
         if not _is_int(value) or value < least:
             raise _error(f"sensitivity.{key}", f"must be an integer >= {least}, got {brief(value)}")
         ints[key] = int(value)
+    if ints["levels"] > MAX_LEVELS:  # SALib lays out the grid's levels in arrays
+        raise _error("sensitivity.levels", f"must be <= {MAX_LEVELS} (Morris grids use 4-10), got {ints['levels']:,}")
     if ints["noise_replicates"] == 1:
         raise _error("sensitivity.noise_replicates", "must be 0 (no noise floor) or >= 2 (a variance needs two)")
     params = raw.get("parameters")
@@ -182,6 +191,19 @@ def parse_sensitivity_section(raw: Any, seed: int) -> SensitivitySpec:
             raise _error(where, f"apply: {apply} makes the value a factor: give it a name of its own and "
                                 f"paths: [{name}]")
         parameters.append(RangeParameter(str(name), low, high, tuple(paths), apply, spec.get("source")))
+    # refused before SALib samples: the design's runs, and the bootstrap's arrays in the analysis
+    k = len(parameters)
+    n_runs = ints["samples"] * (k + 2 if method == "sobol" else k + 1) + ints["noise_replicates"]
+    if n_runs > MAX_RUNS:
+        raise _error("sensitivity.samples", f"{ints['samples']:,} {'base samples' if method == 'sobol' else 'trajectories'}"
+                                            f" of {k} parameters make {n_runs:,} runs, more than one design may hold "
+                                            f"({MAX_RUNS:,}); use fewer")
+    need = BOOTSTRAP_BYTES * ints["samples"] * ints["bootstrap"]
+    have = available_memory_bytes()
+    if need > BOOTSTRAP_MEMORY_FRACTION * have:
+        raise _error("sensitivity.bootstrap", f"{ints['bootstrap']:,} resamples of {ints['samples']:,} samples need "
+                                              f"about {need / 2**30:.1f} GiB in the analysis, more than half of the "
+                                              f"{have / 2**30:.1f} GiB available; use fewer resamples")
     readouts = raw.get("readouts", list(DERIVED_READOUTS))
     if not isinstance(readouts, list) or not readouts or not all(isinstance(r, str) for r in readouts):
         raise _error("sensitivity.readouts", f"must be a non-empty list of read-out names, got {brief(readouts)}")

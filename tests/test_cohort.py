@@ -228,6 +228,8 @@ def test_bad_cohorts_fail_up_front(tmp_path, capsys, data, message):
     ({"correlation": {"parameters": ["infusions[0].transduction", "infusions[0].vcn.mean"],
                       "matrix": [[1, 0.5], [0.4, 1]]}}, "cohort.correlation.matrix: must be symmetric"),
     ({"patients": 0}, "cohort.patients: must be an integer >= 1"),
+    ({"patients": 10**12}, "cohort.patients: 1,000,000,000,000 patients x 1 arm(s), with the noise repeats, "
+                           "make 1,000,000,000,004 runs, more than one cohort may hold (1,000,000)"),
     ({"sampling": "halton"}, "cohort.sampling: must be one of random, lhs, sobol, got 'halton'"),
     ({"noise": {"patients": 2, "replicates": 1}}, "cohort.noise.replicates: must be an integer >= 2"),
     ({"replicate": 2}, "cohort.replicate: unknown key; allowed keys: patients"),

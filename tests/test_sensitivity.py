@@ -137,9 +137,15 @@ def test_sensitivity_of_the_engraft_model(tmp_path):
                                                                                               "high": 0.6}}},
      "input should be less than or equal to 1"),
     ({"noise_replicates": 1}, "sensitivity.noise_replicates: must be 0 (no noise floor) or >= 2"),
+    # sizes refused before SALib allocates anything (each of these once took tens of GiB)
+    ({"samples": 10**9}, "sensitivity.samples: 1,000,000,000 base samples of 3 parameters make 5,000,000,002 "
+                         "runs, more than one design may hold (1,000,000)"),
+    ({"bootstrap": 10**10}, "sensitivity.bootstrap: 10,000,000,000 resamples of 8 samples need about 3576.3 GiB"),
+    ({"levels": 10**15}, "sensitivity.levels: must be <= 1000"),
 ])
 def test_bad_sensitivity_specs_fail_up_front(tmp_path, capsys, change, message):
-    path = write_design(tmp_path, "sobol", 8, **change)
+    change = dict(change)
+    path = write_design(tmp_path, "sobol", change.pop("samples", 8), **change)
     assert main(["sensitivity", str(path), "--out", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err

@@ -111,6 +111,8 @@ def test_linear_and_log_ranges():
      "sweep.parameters.lattice.size.values: must be a non-empty list"),
     ({"parameters": {"lattice.size": {"range": {"start": 20, "stop": 40, "num": 0}}}},
      "sweep.parameters.lattice.size.range.num: must be an integer >= 1 (an empty range runs nothing), got 0"),
+    ({"parameters": {"lattice.size": {"range": {"start": 20, "stop": 40, "num": 10**12}}}},
+     "sweep.parameters.lattice.size.range.num: must be <= 1,000,000 (the most runs one sweep may hold)"),
     ({"parameters": {"lattice.size": {"range": {"start": 20, "num": 2}}}},
      "sweep.parameters.lattice.size.range.stop: required key is missing"),
     ({"replicates": 0}, "sweep.replicates: must be an integer >= 1, got 0"),

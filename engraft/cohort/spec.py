@@ -78,7 +78,7 @@ from engraft.config.load import (
 )
 from engraft.errors import brief
 from engraft.sweep.design import DesignSweep
-from engraft.sweep.spec import Parameter, Run, apply_overrides, parse_sweep
+from engraft.sweep.spec import MAX_RUNS, Parameter, Run, apply_overrides, parse_sweep
 
 #: keys of the ``cohort:`` section
 COHORT_KEYS = ("patients", "root_seed", "sampling", "parameters", "correlation", "noise", "arm_names",
@@ -515,6 +515,12 @@ def parse_cohort(data: dict, base_dir: str | os.PathLike = ".", *, check_runs: b
         except ConfigError as err:
             raise _error(f"cohort.parameters.{drawn_paths[path].name}", f"{path}: {err}") from None
 
+    # refused before anything is drawn: the draws and the per-run checks grow with the runs
+    n_runs = len(arms) * (spec.patients + spec.noise_patients * (spec.noise_replicates - 1))
+    if n_runs > MAX_RUNS:
+        raise _error("cohort.patients", f"{spec.patients:,} patients x {len(arms)} arm(s), with the noise "
+                                        f"repeats, make {n_runs:,} runs, more than one cohort may hold "
+                                        f"({MAX_RUNS:,}); use fewer patients")
     draws = draw(spec)
     config_paths = tuple(dict.fromkeys([p.path for p in parameters] + list(drawn_paths)))
     cohort = Cohort(base=base, parameters=parameters, overrides=overrides, replicates=1,

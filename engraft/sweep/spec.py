@@ -217,6 +217,8 @@ def _values(path: str, spec: Any) -> tuple:
     if not _is_int(num) or num < 1:
         raise _error(f"{where}.range.num",
                      f"must be an integer >= 1 (an empty range runs nothing), got {brief(num)}")
+    if num > MAX_RUNS:  # before the grid is made: it alone would hold more values than a sweep may run
+        raise _error(f"{where}.range.num", f"must be <= {MAX_RUNS:,} (the most runs one sweep may hold), got {num:,}")
     scale = rng.get("scale", "linear")
     if scale == "linear":
         grid = np.linspace(start, stop, int(num))
