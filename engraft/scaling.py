@@ -95,8 +95,30 @@ def expected_infused_lattice_cells(exp: Experiment, infusion: InfusionConfig) ->
     return {name: body * frac / sc[name] for name, frac in infusion.composition.items() if frac > 0}
 
 
-def check_infusions(exp: Experiment) -> None:
-    """A dose that would put no cell of a type on the lattice is an error, with the fix."""
+#: bytes per infused lattice cell while it is drawn and put in the blood pool (the pool's 8 bytes of
+#: cell and 4 of visit order, and the draw's temporary arrays of types, copies and clones: an upper estimate)
+INFUSED_BYTES_PER_CELL = 48
+
+
+def check_infusions(exp: Experiment, limit_fraction: float = 0.8) -> None:
+    """A dose that would put no cell of a type on the lattice is an error, with the fix; so is one whose
+    cells, with the rest of the run (:func:`engraft.config.load.estimate_memory_bytes`), would not fit
+    in ``limit_fraction`` of memory, with the estimate."""
+    from engraft.config.load import available_memory_bytes, estimate_memory_bytes
+
+    cells = [sum(expected_infused_lattice_cells(exp, inf).values()) for inf in exp.infusions]
+    if cells:
+        need = estimate_memory_bytes(exp) + sum(cells) * INFUSED_BYTES_PER_CELL
+        have = available_memory_bytes()
+        if need > limit_fraction * have:
+            i = max(range(len(cells)), key=cells.__getitem__)
+            size = f"{need / 2**30:.1f} GiB" if need < 2**70 else f"{need:.2g} bytes"
+            raise ConfigError(
+                f"infusions[{i}].dose_per_kg: {exp.infusions[i].dose_per_kg:g} puts about {cells[i]:.3g} cells into "
+                f"the blood of the {exp.lattice.n_sites:,}-site lattice (marrow.hsc_count and "
+                f"marrow.progenitor_count set how many body cells a lattice cell stands for): the run needs "
+                f"about {size}, more than {limit_fraction:.0%} of this machine's {have / 2**30:.1f} GiB; check "
+                f"the dose and the marrow counts")
     for i, inf in enumerate(exp.infusions):
         for name, mean in expected_infused_lattice_cells(exp, inf).items():
             if mean >= 1.0:

@@ -156,3 +156,25 @@ def test_a_closed_stdout_is_no_traceback():
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr  # as a Unix tool ended by SIGPIPE
     assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("setting, expect", [
+    # each of these once started: a traceback after seconds (the infusions), or a run of days (the steps)
+    ("infusions[0].dose_per_kg=1e30", "infusions[0].dose_per_kg: 1e+30 puts about 1.69e+23 cells into the blood"),
+    ("marrow.hsc_count=1e-300", "infusions[0].dose_per_kg: 2e+08 puts about 1.23e+305 cells into the blood"),
+    ("time.duration_days=1e8", "time.duration_days: 1e+08 days with records every 5 days (daily while counts are "
+                               "low): the run needs about 1884.9 GiB"),
+    ("time.snapshot_interval_days=1e-9", "time.snapshot_interval_days: must be >= time.dt_days (0.2) or null"),
+    ("time.snapshot_interval_days=0.2", None),  # 600 snapshots of a 32^2 lattice: a few MiB, allowed
+    ("time.burn_in_days=1e12", "time.burn_in_days: 1e+12 days of burn-in and 120 of follow-up at dt_days 0.2 "
+                               "make 5e+12 steps, more than a run may take (1e+09)"),
+    ("time.dt_days=1e-9", "time.dt_days: 60 days of burn-in and 120 of follow-up at dt_days 1e-09 make 1.8e+11 "
+                          "steps"),
+])
+def test_impossible_sizes_are_refused_with_the_estimate(cli, setting, expect, tmp_path):
+    if expect is None:
+        result = cli.run(["validate", str(TINY), "--set", setting], cwd=tmp_path, timeout=HANG_SECONDS)
+        assert result.code == 0, result.stderr
+        return
+    check_refused(cli, ["validate", str(TINY), "--set", setting], expect, tmp_path)
+    check_refused(cli, ["run", str(TINY), "--set", setting, "--out", "out"], expect, tmp_path)

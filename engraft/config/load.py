@@ -300,8 +300,13 @@ def available_memory_bytes() -> int:
         return 8 * 2**30
 
 
-def estimate_memory_bytes(exp: Experiment) -> int:
-    """Peak memory of a kernel run: state, order/scratch arrays, pool and snapshots."""
+#: peak bytes of one time-series record: about 4.6 kB as the run's dict of read-outs and 13.7 kB more
+#: while the records become a DataFrame (measured with tracemalloc on the tiny experiment: 50 columns)
+RECORD_BYTES = 20_000
+def memory_parts(exp: Experiment) -> dict[str, float]:
+    """Peak memory of a kernel run by what needs it (bytes): ``lattice`` (state, kernel arrays and
+    pool), ``snapshots`` and ``records`` (the time series). The infused cells are
+    :func:`engraft.scaling.check_infusions`' (a dose's cells depend on the scales)."""
     n = exp.lattice.n_sites
     # + the kernel's own arrays: the int32 visit order (sequential), or 1-byte marks and
     # pending blood slots for half the lattice, 8 bytes each (parallel)
@@ -309,22 +314,48 @@ def estimate_memory_bytes(exp: Experiment) -> int:
     pool = 2 * n * 12  # up to ~2n slots after an infusion: 8 bytes of cell + 4 of visit order
     t = exp.time
     interval = t.snapshot_interval_days or t.duration_days
-    n_snapshots = int(t.duration_days / interval) + 2
-    snapshots = n_snapshots * n * 7
-    return n * per_site + pool + snapshots
+    n_snapshots = t.duration_days / interval + 2
+    # records: one per interval, and daily while blood counts are low (at most daily throughout)
+    every = t.record_interval_days if exp.blood_counts is None else min(t.record_interval_days, 1.0)
+    n_records = t.duration_days / every + 2
+    return {"lattice": float(n * per_site + pool), "snapshots": n_snapshots * n * 7.0,
+            "records": n_records * RECORD_BYTES}
+
+
+def estimate_memory_bytes(exp: Experiment) -> int:
+    """Peak memory of a kernel run: state, order/scratch arrays, pool, snapshots and records."""
+    total = sum(memory_parts(exp).values())
+    return int(min(total, 2.0**62))
 
 
 def check_memory(exp: Experiment, limit_fraction: float = 0.8) -> None:
-    """Refuse up front a run whose estimate exceeds ``limit_fraction`` of memory."""
-    need = estimate_memory_bytes(exp)
+    """Refuse up front a run whose estimate exceeds ``limit_fraction`` of memory, naming what needs it."""
+    parts = memory_parts(exp)
+    need = sum(parts.values())
     have = available_memory_bytes()
-    if need > limit_fraction * have:
+    if need <= limit_fraction * have:
+        return
+    than = f"more than {limit_fraction:.0%} of this machine's {have / 2**30:.1f} GiB"
+    gib = f"{need / 2**30:.1f} GiB"
+    t = exp.time
+    largest = max(parts, key=parts.get)
+    if largest == "records":
         raise ConfigError(
-            f"lattice.size: {exp.lattice.size} ({exp.lattice.dims}D, {exp.lattice.n_sites:,} sites) "
-            f"needs about {need / 2**30:.1f} GiB with its snapshots, more than "
-            f"{limit_fraction:.0%} of this machine's {have / 2**30:.1f} GiB; use a smaller lattice "
-            f"or a longer time.snapshot_interval_days"
+            f"time.duration_days: {t.duration_days:g} days with records every {t.record_interval_days:g} days "
+            f"(daily while counts are low): the run needs about {gib}, {than}; use a shorter follow-up or a longer "
+            f"time.record_interval_days"
         )
+    if largest == "snapshots" and t.snapshot_interval_days:
+        raise ConfigError(
+            f"time.snapshot_interval_days: {t.snapshot_interval_days:g} over {t.duration_days:g} days makes "
+            f"about {parts['snapshots'] / (7 * exp.lattice.n_sites):.3g} snapshots of {exp.lattice.n_sites:,} "
+            f"sites: the run needs about {gib}, {than}; use a longer interval or a shorter follow-up"
+        )
+    raise ConfigError(
+        f"lattice.size: {exp.lattice.size} ({exp.lattice.dims}D, {exp.lattice.n_sites:,} sites) "
+        f"needs about {gib} with its snapshots, {than}; use a smaller lattice "
+        f"or a longer time.snapshot_interval_days"
+    )
 
 
 def dump_config(exp: Experiment) -> str:

@@ -154,15 +154,20 @@ class MarrowConfig(Section):
     )
 
 
+#: the most steps a burn-in or a follow-up may take: 1e9 steps of the human set's 0.25 days are
+#: about 680,000 years, so more is a mistyped number, not an experiment (it would run for days)
+MAX_STEPS = 1e9
+
+
 class TimeConfig(Section):
     """Time stepping (model section 4). All in days."""
 
-    dt_days: PositiveFloat = Field(..., description="time step")
+    dt_days: PositiveFloat = Field(..., description="time step (burn-in and follow-up at most 1e9 steps each)")
     duration_days: PositiveFloat = Field(..., description="follow-up after day 0 (conditioning)")
     record_interval_days: PositiveFloat = Field(..., description="one time-series row every this many days")
     burn_in_days: NonNegativeFloat = Field(..., description="host-only run before conditioning")
     snapshot_interval_days: PositiveFloat | None = Field(
-        None, description="lattice snapshots every this many days (None: first and last only)"
+        None, description="lattice snapshots every this many days, at least dt_days (None: first and last only)"
     )
     lattice_record_interval_days: PositiveFloat | None = Field(
         None, description="after time.lattice_record_after_days, the lattice read-outs (cell counts by type "
@@ -188,6 +193,17 @@ class TimeConfig(Section):
         "event in continuous time; with one event per step it slows a repeatedly acting cell by up to "
         "R dt / 2: the only rule before this option, kept to reproduce earlier results)",
     )
+
+    @model_validator(mode="after")
+    def _steps(self) -> TimeConfig:
+        over = [key for key in ("burn_in_days", "duration_days") if getattr(self, key) / self.dt_days > MAX_STEPS]
+        if over:
+            steps = (self.burn_in_days + self.duration_days) / self.dt_days
+            key = "dt_days" if len(over) == 2 else over[0]  # both too long in steps: the step is too short
+            raise ValueError(f"{key}: {self.burn_in_days:g} days of burn-in and {self.duration_days:g} of follow-up "
+                             f"at dt_days {self.dt_days:g} make {steps:.3g} steps, more than a run may take "
+                             f"({MAX_STEPS:.0e}); check the days and dt_days")
+        return self
 
 
 class CellTypeConfig(Section):
@@ -674,6 +690,9 @@ def check_experiment(exp: Experiment) -> None:
     if t.record_interval_days < t.dt_days:
         raise ScopedError("time.record_interval_days", t.record_interval_days,
                           f"must be >= time.dt_days ({t.dt_days:g})")
+    if t.snapshot_interval_days is not None and t.snapshot_interval_days < t.dt_days:  # at most one a step
+        raise ScopedError("time.snapshot_interval_days", t.snapshot_interval_days,
+                          f"must be >= time.dt_days ({t.dt_days:g}) or null")
     if t.duration_days < t.dt_days:
         raise ScopedError("time.duration_days", t.duration_days, f"must be >= time.dt_days ({t.dt_days:g})")
 
