@@ -28,7 +28,9 @@ def main(args) -> int:
         raise UsageError(str(err)) from None
     directory = Path(args.directory)
     if not directory.is_dir():
-        raise UsageError(f"{directory}: no such directory")
+        what = "no such directory" if not directory.exists() else (
+            "is not a directory: give a run, sweep or cohort directory")
+        raise UsageError(f"{directory}: {what}")
     try:
         from engraft.plots.cohort_figures import is_cohort_dir
 
