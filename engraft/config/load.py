@@ -303,6 +303,8 @@ def available_memory_bytes() -> int:
 #: peak bytes of one time-series record: about 4.6 kB as the run's dict of read-outs and 13.7 kB more
 #: while the records become a DataFrame (measured with tracemalloc on the tiny experiment: 50 columns)
 RECORD_BYTES = 20_000
+
+
 def memory_parts(exp: Experiment) -> dict[str, float]:
     """Peak memory of a kernel run by what needs it (bytes): ``lattice`` (state, kernel arrays and
     pool), ``snapshots`` and ``records`` (the time series). The infused cells are

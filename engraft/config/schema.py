@@ -148,9 +148,9 @@ class MarrowConfig(Section):
     kind and ``progenitor_count / non-niche sites`` for progenitors.
     """
 
-    hsc_count: PositiveFloat = Field(..., description="body HSCs that the niche sites represent")
+    hsc_count: PositiveFloat = Field(..., ge=1.0, description="body HSCs that the niche sites represent")
     progenitor_count: PositiveFloat = Field(
-        ..., description="body progenitors that the non-niche sites represent"
+        ..., ge=1.0, description="body progenitors that the non-niche sites represent"
     )
 
 
@@ -521,7 +521,8 @@ class BleedingConfig(Section):
 
 
 class PatientConfig(Section):
-    weight_kg: PositiveFloat = Field(..., description="body weight (dose and plasma volume scale with it)")
+    weight_kg: PositiveFloat = Field(..., le=1000.0, description="body weight (dose and plasma volume scale "
+                                     "with it)")
     disease: Literal["hemophilia_a", "hemophilia_b"] = Field(..., description="FVIII or FIX deficiency")
 
 
