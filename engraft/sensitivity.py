@@ -75,6 +75,14 @@ BOOTSTRAP_BYTES = 48
 BOOTSTRAP_MEMORY_FRACTION = 0.5
 #: the most Morris grid levels accepted
 MAX_LEVELS = 1000
+#: read-outs of the recovery after conditioning, which the model has without cytokine feedback
+COUNT_KINETICS_READOUTS = ("engraftment_day", "neutrophil_engraftment_day", "platelet_engraftment_day",
+                           "days_anc_below_500", "days_platelets_below_20")
+COUNT_KINETICS_CAUTION = (
+    "Caution: engraft has no cytokine feedback (G-CSF, thrombopoietin), so the recovery after conditioning "
+    "is calibrated at the trial's dose and depends on the homed dose (dose, homing) more steeply than "
+    "patients' recovery does: the indices of those parameters on this read-out are the model's, larger "
+    "than a patient's would be (docs/model.md sec. 6).")
 SENSITIVITY_KEYS = ("method", "samples", "levels", "root_seed", "bootstrap", "noise_replicates",
                     "overrides", "parameters", "readouts", "workers", "scheduler")
 PARAMETER_KEYS = ("low", "high", "apply", "paths", "source")
@@ -222,7 +230,10 @@ def parse_sensitivity_section(raw: Any, seed: int) -> SensitivitySpec:
 #: numeric keys of a run's summary.json (engraft.readouts.summarize) that can be read out
 SUMMARY_READOUTS = ("final_factor_iu_dl", "threshold_day", "first_threshold_day", "mean_factor_last_year_iu_dl",
                     "final_hsc_chimerism", "final_hsc_vcn", "final_clones_alive", "final_shannon_diversity",
-                    "final_top_clone_share", "final_joint_bleeds_per_year", "recovery_day")
+                    "final_top_clone_share", "final_joint_bleeds_per_year", "recovery_day",
+                    # the clinical read-outs of the blood counts (engraft.readouts.CLINICAL_KEYS)
+                    "platelet_engraftment_day", "days_anc_below_500", "days_platelets_below_20", "anc_nadir",
+                    "platelet_nadir")
 
 
 def design_matrix(spec: SensitivitySpec) -> np.ndarray:
@@ -442,6 +453,8 @@ def report_markdown(result: dict, design: dict) -> str:
         if name in result.get("readout_sources", {}):
             lines.append(f"Read from the runs' `{result['readout_sources'][name]}`.")
             lines.append("")
+        if name in COUNT_KINETICS_READOUTS:
+            lines += [COUNT_KINETICS_CAUTION, ""]
         if "indices" not in entry:
             lines.append(entry.get("note", "not computed"))
             continue

@@ -103,7 +103,8 @@ def test_sensitivity_of_the_engraft_model(tmp_path):
                                            "infusions[0].vcn.mean": {"low": 0.8, "high": 3.0},
                                            "homing_factor": {"low": 0.5, "high": 1.5, "apply": "multiply",
                                                              "paths": ["infusions[0].homing"]}},
-                            "readouts": ["year1_mean_factor_iu_dl", "engraftment_day", "largest_clone_share"]}}
+                            "readouts": ["year1_mean_factor_iu_dl", "engraftment_day", "largest_clone_share",
+                                         "days_anc_below_500"]}}
     path, out = tmp_path / "engraft.yaml", tmp_path / "engraft"
     path.write_text(yaml.safe_dump(data))
     assert main(["sensitivity", str(path), "--out", str(out), "--workers", "2", "-q"]) == 0
@@ -116,6 +117,9 @@ def test_sensitivity_of_the_engraft_model(tmp_path):
     assert result["readout_sources"]["engraftment_day"] == "neutrophil_engraftment_day"
     report = (out / "sensitivity_report.md").read_text()
     assert "Noise floor: seed noise is" in report and "Read from the runs' `neutrophil_engraftment_day`" in report
+    # a summary key of the blood counts is a read-out too, and the count kinetics carry their caution
+    assert "indices" in result["readouts"]["days_anc_below_500"]
+    assert report.count("Caution: engraft has no cytokine feedback") == 2  # engraftment_day, days_anc_below_500
     config = yaml.safe_load((out / "runs" / "s00005" / "config.yaml").read_text())
     spec = json.loads((out / "sweep.json").read_text())
     run = next(r for r in spec["runs"] if r["run_id"] == "s00005")
