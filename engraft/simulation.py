@@ -192,7 +192,7 @@ class Simulation:
             done += k
             if done < n_steps:  # the pool might overflow in the next step: grow it
                 p.grow(p.size + s.n_sites + 1024)
-        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.timeline.dt)
+        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.timeline.dt, self.baseline_mature)
         self.step += n_steps
         return exits
 

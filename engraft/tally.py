@@ -53,6 +53,8 @@ SEVERITY_CLASSES = ("severe", "moderate", "mild", "normal")
 
 #: days at the end of burn-in whose mean exit flux sets the mature compartments
 EQUILIBRATION_WINDOW_DAYS = 100.0
+#: the production feedback reads a blood count of at least this share of its baseline (a finite factor)
+FEEDBACK_FLOOR = 1e-6
 
 
 def severity(level_iu_dl: float) -> str:
@@ -204,6 +206,22 @@ def advance(mature, chain, conc, inflow, phi, gamma, n_chain, n_blood, ek):
     n_chain, n_blood : int64 (n_lineages,), compartments in each chain and how many are blood.
     ek : exp(-k dt), the plasma level's decay over one step.
     """
+    none = np.zeros(inflow.shape[1])
+    advance_with_feedback(mature, chain, conc, inflow, phi, gamma, n_chain, n_blood, ek, none, none)
+
+
+@njit(**JIT)
+def advance_with_feedback(mature, chain, conc, inflow, phi, gamma, n_chain, n_blood, ek, baseline, exponent):
+    """:func:`advance`, each lineage's inflow of a step multiplied by ``(baseline / M) ** exponent``.
+
+    ``M`` is the lineage's cells in blood at the step's start, ``baseline``
+    its value at the end of burn-in (float64 per lineage). The feedback of
+    Friberg et al. (J Clin Oncol 2002) on production, here on the off-lattice
+    amplification: the cells made per lattice exit, with their transgene
+    quantities, rise while the count is low. A lineage with ``exponent`` 0 or
+    ``baseline`` 0 has none (its inflow is used as it is). ``M`` is floored at
+    :data:`FEEDBACK_FLOOR` of the baseline, so the factor stays finite.
+    """
     n_steps, n_lin, n_q = inflow.shape
     size = phi.shape[1]
     x = np.empty(size)
@@ -211,10 +229,15 @@ def advance(mature, chain, conc, inflow, phi, gamma, n_chain, n_blood, ek):
         c = conc[0] * ek
         for lin in range(n_lin):
             m = n_chain[lin]
+            factor = 1.0
+            if exponent[lin] > 0.0 and baseline[lin] > 0.0:
+                factor = (baseline[lin] / max(mature[lin, CELLS], FEEDBACK_FLOOR * baseline[lin])) ** exponent[lin]
             for q in range(n_q):
                 for j in range(m):
                     x[j] = chain[lin, j, q]
                 b = inflow[s, lin, q]
+                if factor != 1.0:
+                    b *= factor
                 total = 0.0
                 for i in range(m):  # the chain is lower triangular: row i reads 0..i
                     v = gamma[lin, i] * b
@@ -274,6 +297,8 @@ class TallyTables:
     phi: np.ndarray
     gamma: np.ndarray
     ek: float
+    #: per lineage: the exponent of its production feedback (maturation.<lineage>.feedback_exponent; 0: none)
+    feedback: np.ndarray | None = None
 
     @classmethod
     def from_experiment(cls, exp: Experiment) -> TallyTables:
@@ -296,6 +321,8 @@ class TallyTables:
         volume_dl = exp.pk.volume_of_distribution_ml_per_kg * exp.patient.weight_kg / 100.0
         residences = []
         n_blood = np.ones(len(lineages), dtype=np.int64)
+        feedback = np.array([exp.maturation[lin].feedback_exponent if lin in exp.maturation else 0.0
+                             for lin in lineages])
         for i, lin in enumerate(lineages):
             m = exp.maturation.get(lin)
             before = (transit_times(m.stages, m.mean_transit_days, m.reserve_days)
@@ -307,6 +334,7 @@ class TallyTables:
         return cls(
             exit_to_lineage=exit_to_lineage, tau=tau, secretion=secretion, k=k, volume_dl=volume_dl,
             residences=residences, n_blood=n_blood, phi=phi, gamma=gamma, ek=math.exp(-k * dt),
+            feedback=feedback,
         )
 
     @property
@@ -331,8 +359,18 @@ class TallyTables:
         return np.einsum("stq,tl->slq", exits, self.exit_to_lineage) / dt
 
     def advance(self, mature: np.ndarray, chain: np.ndarray, conc: np.ndarray, exits: np.ndarray,
-                dt: float) -> None:
-        """Advance the tally (in place) over the steps whose exit counts are ``exits``."""
+                dt: float, baseline: np.ndarray | None = None) -> None:
+        """Advance the tally (in place) over the steps whose exit counts are ``exits``.
+
+        ``baseline``: the blood compartments at the end of burn-in (the engine's
+        ``baseline_mature``), against which a lineage with a production feedback
+        reads its count (:func:`advance_with_feedback`); None (burn-in) or no
+        feedback in the experiment: none.
+        """
         # (the module's compiled advance: a method's name is not in scope in its body)
-        advance(mature, chain, conc, self.inflow(exits, dt), self.phi, self.gamma, self.n_chain,
-                self.n_blood, self.ek)
+        inflow = self.inflow(exits, dt)
+        if baseline is not None and self.feedback is not None and (self.feedback > 0).any():
+            advance_with_feedback(mature, chain, conc, inflow, self.phi, self.gamma, self.n_chain, self.n_blood,
+                                  self.ek, np.ascontiguousarray(baseline[:, CELLS]), self.feedback)
+        else:
+            advance(mature, chain, conc, inflow, self.phi, self.gamma, self.n_chain, self.n_blood, self.ek)

@@ -126,3 +126,44 @@ def test_expression_weights():
     assert sat[1] == pytest.approx(1.0) and sat[0] == 0
     assert sat[2] == pytest.approx(2 * 3 / 4)  # half of the maximum (1 + K) = 3 at vcn = K
     assert np.all(np.diff(sat) > 0) and sat[255] < 3.0
+
+
+# -- the production feedback (maturation.<lineage>.feedback_exponent) ---------------------------
+def feedback_run(inflow_per_day, baseline, exponent, tau, dt, steps, start):
+    """One lineage, no maturation: the blood count under (baseline / M)^exponent times the inflow."""
+    residences = [tally.lineage_residences(np.zeros(0), tau, 1)]
+    n_blood = np.ones(1, dtype=np.int64)
+    phi, gamma = tally.step_matrices(residences, n_blood, np.zeros(1), 0.0, dt)
+    mature = np.zeros((1, N_Q))
+    mature[0, tally.CELLS] = start
+    chain = mature[:, None, :].copy()
+    conc = np.zeros(1)
+    inflow = np.zeros((steps, 1, N_Q))
+    inflow[:, 0, tally.CELLS] = inflow_per_day
+    tally.advance_with_feedback(mature, chain, conc, inflow, phi, gamma, np.ones(1, dtype=np.int64), n_blood, 1.0,
+                                np.array([baseline]), np.array([exponent]))
+    return mature[0, tally.CELLS]
+
+
+@pytest.mark.parametrize("exponent", [0.163, 0.5, 1.0])
+def test_feedback_steady_state_is_the_closed_form(exponent):
+    """Inflow k times the baseline's: M = I tau (M0 / M)^g at steady state, so M / M0 = k^(1 / (1 + g))."""
+    tau, base_inflow, k = 2.0, 1e9, 0.1
+    m0 = base_inflow * tau
+    m = feedback_run(k * base_inflow, m0, exponent, tau, dt=0.25, steps=4 * 400, start=m0)
+    assert m / m0 == pytest.approx(k ** (1 / (1 + exponent)), rel=1e-9)
+    # no feedback: the linear tally's k
+    assert feedback_run(k * base_inflow, m0, 0.0, tau, 0.25, 1600, m0) / m0 == pytest.approx(k, rel=1e-9)
+
+
+def test_feedback_course_converges_to_the_ode():
+    """dM/dt = I (M0 / M)^g - M / tau: the factor is held over a step, so the tally's course is the ODE's
+    to first order in dt (error halves with dt)."""
+    tau, base_inflow, k, g, days = 2.0, 1e9, 0.1, 0.5, 3.0
+    m0 = base_inflow * tau
+    ode = solve_ivp(lambda t, y: [k * base_inflow * (m0 / y[0]) ** g - y[0] / tau], (0, days), [m0],
+                    rtol=1e-12, atol=1.0).y[0, -1]
+    errors = [abs(feedback_run(k * base_inflow, m0, g, tau, dt, int(round(days / dt)), m0) - ode) / ode
+              for dt in (0.1, 0.05, 0.025)]
+    assert errors[0] < 0.02
+    assert errors[1] / errors[0] == pytest.approx(0.5, abs=0.08) and errors[2] / errors[1] == pytest.approx(0.5, abs=0.08)

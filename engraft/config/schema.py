@@ -296,6 +296,11 @@ class MaturationConfig(Section):
     blood_stages: int = Field(
         1, ge=1, le=50, description="stages of the lifespan in blood (1: random removal, exponential; "
         "more: senescence, an Erlang lifespan with mean mature.<lineage>.lifespan_days)")
+    feedback_exponent: float = Field(
+        0.0, ge=0.0, le=1.0, description="production feedback (Friberg et al. 2002): after burn-in the "
+        "lineage's off-lattice amplification is multiplied by (M0 / M)^exponent, M its cells in blood and M0 "
+        "their number at the end of burn-in; 0: none. Friberg's estimate for neutrophils after docetaxel is "
+        "0.163. The shipped sets use 0: their count kinetics are fitted without it (docs/model.md sec. 6)")
 
 
 class CountConfig(Section):

@@ -346,7 +346,7 @@ class ReferenceModel(mesa.Model):
         for s in range(n_steps):
             self.step()
             exits[s] = self.step_exits
-        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.dt)
+        self.tally_tables.advance(self.mature, self.chain, self.conc, exits, self.dt, self.baseline_mature)
         self.step_index += n_steps
         return exits
 
