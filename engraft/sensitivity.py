@@ -79,7 +79,8 @@ MAX_LEVELS = 1000
 COUNT_KINETICS_READOUTS = ("engraftment_day", "neutrophil_engraftment_day", "platelet_engraftment_day",
                            "days_anc_below_500", "days_platelets_below_20")
 COUNT_KINETICS_CAUTION = (
-    "Caution: engraft has no cytokine feedback (G-CSF, thrombopoietin), so the recovery after conditioning "
+    "Caution: the shipped parameter sets have no cytokine feedback (G-CSF, thrombopoietin; "
+    "maturation.<lineage>.feedback_exponent 0), so the recovery after conditioning "
     "is calibrated at the trial's dose and depends on the homed dose (dose, homing) more steeply than "
     "patients' recovery does: the indices of those parameters on this read-out are the model's, larger "
     "than a patient's would be (docs/model.md sec. 6).")

@@ -417,8 +417,8 @@ def report_markdown(result: dict, design: dict, figures_dir: str = "figures") ->
             lines.append(f"| {arm['name']} | {km['label']} | {km['events']}/{km['n']} | "
                          f"{_num(km.get('median_days'), '.0f')} | {_num(ci[0], '.0f')}-{_num(ci[1], '.0f')} |")
     if any("neutrophil_engraftment" in arm["kaplan_meier"] for arm in result["arms"]):
-        lines += ["", "Caution: engraft has no cytokine feedback (G-CSF, thrombopoietin), so its recovery "
-                      "after conditioning is calibrated at the trial's dose (5.0-6.1e6 CD34+/kg, homing 0.3) "
+        lines += ["", "Caution: the shipped parameter sets have no cytokine feedback (G-CSF, thrombopoietin; "
+                      "maturation.<lineage>.feedback_exponent 0), so their recovery after conditioning is calibrated at the trial's dose (5.0-6.1e6 CD34+/kg, homing 0.3) "
                       "and depends on the homed dose more steeply than patients' recovery does. A patient "
                       "whose homed dose is well below the calibrated one engrafts weeks late in the model "
                       "(docs/model.md sec. 6)."]

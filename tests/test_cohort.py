@@ -516,7 +516,7 @@ def test_neutrophil_engraftment_is_read_when_the_runs_have_it(tiny_cohort_dir, t
     report = (out / "trial_report.md").read_text()
     assert "not estimated" not in report
     assert f"{arm['never_neutropenic']} of 8 never did" in report and "## Cytopenias after conditioning" in report
-    assert "Caution: engraft has no cytokine feedback" in report  # the engraftment curve's known limitation
+    assert "Caution: the shipped parameter sets have no cytokine feedback" in report  # the engraftment curve's known limitation
     # runs of an older model lack the key: the curve is not made from part of them
     summary = json.loads((runs[0] / "summary.json").read_text())
     del summary["neutrophil_engraftment_day"]

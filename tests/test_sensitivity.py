@@ -119,7 +119,7 @@ def test_sensitivity_of_the_engraft_model(tmp_path):
     assert "Noise floor: seed noise is" in report and "Read from the runs' `neutrophil_engraftment_day`" in report
     # a summary key of the blood counts is a read-out too, and the count kinetics carry their caution
     assert "indices" in result["readouts"]["days_anc_below_500"]
-    assert report.count("Caution: engraft has no cytokine feedback") == 2  # engraftment_day, days_anc_below_500
+    assert report.count("Caution: the shipped parameter sets have no cytokine feedback") == 2  # engraftment_day, days_anc_below_500
     config = yaml.safe_load((out / "runs" / "s00005" / "config.yaml").read_text())
     spec = json.loads((out / "sweep.json").read_text())
     run = next(r for r in spec["runs"] if r["run_id"] == "s00005")
