@@ -49,7 +49,7 @@ def main(args) -> int:
         return 1
     arms = len(cohort.arms)
     spec = cohort.cohort
-    repeats = arms * min(spec.noise_patients, spec.patients) * (spec.noise_replicates - 1)
+    repeats = outcome.total - spec.patients * arms  # the runs beyond one per patient and arm
     noise = f" + {repeats} noise repeats with new seeds" if repeats > 0 else ""
     print(f"{outcome.total} runs ({spec.patients} patients x {arms} arm{'s' * (arms > 1)}{noise}) in {out} "
           f"({outcome.executor}): {outcome.ran} ran now, {outcome.reused} reused")
