@@ -11,7 +11,10 @@ seeds each, and tabulates per read-out the seed mean and its standard error:
 - the body HSC pool (lattice HSCs x HSC scale) before conditioning and at the end;
 - the fraction of niches holding an HSC before conditioning;
 - mean factor level in year 1 and in year 2 (IU/dL);
-- engraftment: neutrophil and platelet engraftment days, days of ANC < 0.5e9/L, day the threshold is reached and held,
+- engraftment: the fraction of runs whose ANC fell below 0.5e9/L and whose platelets fell below 20e9/L;
+  neutrophil and platelet engraftment days, over the runs whose count fell below its level (a run that never
+  fell below has no engraftment day: its summary's day 0 is a convention, not a recovery); days of ANC <
+  0.5e9/L, in all and after engraftment; the ANC and platelet nadirs; day the threshold is reached and held;
   HSC and myeloid donor chimerism at the end;
 - HSC VCN at the end.
 
@@ -52,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 import engraft  # noqa: E402
 from engraft import load_config  # noqa: E402
+from engraft.readouts import ReadoutSpec, days_below  # noqa: E402
 from engraft.simulation import Simulation, hsc_scale  # noqa: E402
 
 CONFIGS = {"default": ROOT / "configs" / "hemophilia_a_lentiviral.yaml",
@@ -67,9 +71,15 @@ JUDGED = [
     ("body_hsc_end", "body HSC pool at the end"),
     ("factor_year1", "mean factor, year 1 (IU/dL)"),
     ("factor_year2", "mean factor, year 2 (IU/dL)"),
-    ("neutrophil_engraftment_day", "neutrophil engraftment day"),
-    ("platelet_engraftment_day", "platelet engraftment day"),
+    ("neutropenic", "runs with ANC < 0.5e9/L (fraction)"),
+    ("thrombocytopenic", "runs with platelets < 20e9/L (fraction)"),
+    ("neutrophil_engraftment_day", "neutrophil engraftment day (runs with ANC < 0.5e9/L)"),
+    ("platelet_engraftment_day", "platelet engraftment day (runs with platelets < 20e9/L)"),
     ("days_anc_below_500", "days of ANC < 0.5e9/L"),
+    ("days_anc_below_500_after_engraftment", "days of ANC < 0.5e9/L after neutrophil engraftment"),
+    ("days_platelets_below_20", "days of platelets < 20e9/L"),
+    ("anc_nadir", "ANC nadir (1e9/L)"),
+    ("platelet_nadir", "platelet nadir (1e9/L)"),
     ("threshold_day", "threshold reached and held (day)"),
     ("hsc_chimerism", "HSC donor chimerism at the end"),
     ("myeloid_chimerism", "myeloid donor chimerism at the end"),
@@ -87,8 +97,34 @@ Z_TREND = 3.0
 
 
 def nan_if_none(value):
-    """An engraftment day that was not reached (censored) is NaN in the table."""
+    """A read-out a run does not have (an engraftment not reached: censored) is NaN in the table."""
     return float("nan") if value is None else value
+
+
+def cytopenia(ts, summary: dict, spec: ReadoutSpec) -> dict:
+    """The blood-count read-outs of one run; engraftment days only where the count fell below its level."""
+    below_anc, below_plt = summary["days_anc_below_500"], summary["days_platelets_below_20"]
+    if below_anc is None:  # a model without blood counts
+        return dict.fromkeys(("neutropenic", "thrombocytopenic", "neutrophil_engraftment_day",
+                              "platelet_engraftment_day", "days_anc_below_500",
+                              "days_anc_below_500_after_engraftment", "days_platelets_below_20", "anc_nadir",
+                              "platelet_nadir"), float("nan"))
+    engrafted = summary["neutrophil_engraftment_day"]
+    after = (days_below(ts["day"].to_numpy(), ts["anc_1e9_per_L"].to_numpy(), spec.neutrophil_level, engrafted)
+             if below_anc > 0 and engrafted is not None else float("nan"))
+    return {
+        "neutropenic": float(below_anc > 0),
+        "thrombocytopenic": float(below_plt > 0),
+        "neutrophil_engraftment_day": nan_if_none(summary["neutrophil_engraftment_day"]) if below_anc > 0
+        else float("nan"),
+        "platelet_engraftment_day": nan_if_none(summary["platelet_engraftment_day"]) if below_plt > 0
+        else float("nan"),
+        "days_anc_below_500": below_anc,
+        "days_anc_below_500_after_engraftment": after,
+        "days_platelets_below_20": below_plt,
+        "anc_nadir": nan_if_none(summary["anc_nadir"]),
+        "platelet_nadir": nan_if_none(summary["platelet_nadir"]),
+    }
 
 
 def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: float | None) -> dict:
@@ -128,9 +164,7 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
         "body_hsc_end": (last["HSC_host"] + last["HSC_graft"]) * sc,
         "factor_year1": year1,
         "factor_year2": year2,
-        "neutrophil_engraftment_day": nan_if_none(s["neutrophil_engraftment_day"]),
-        "platelet_engraftment_day": nan_if_none(s["platelet_engraftment_day"]),
-        "days_anc_below_500": s["days_anc_below_500"],
+        **cytopenia(ts, s, ReadoutSpec.from_experiment(exp)),
         "threshold_day": s["threshold_day"],
         "hsc_chimerism": s["final_hsc_chimerism"],
         "myeloid_chimerism": s["final_myeloid_chimerism"],
@@ -140,6 +174,23 @@ def one_run(config: Path, dims: int, size: int, seed: int, days: float, dt: floa
         "top_clone": s["final_top_clone_share"],
     })
     return row
+
+
+def upgrade(rows: list[dict]) -> list[dict]:
+    """Rows of a table written before the cytopenia columns, read as the new ones.
+
+    Those rows gave a run whose count never fell below its level the engraftment day of the summary's
+    convention, day 0 (the infusion day of both studied configs); an engraftment after a fall is later
+    than that. Such a day is now NaN, and the fraction of runs that fell below is its own read-out.
+    """
+    for r in rows:
+        for day, flag in (("neutrophil_engraftment_day", "neutropenic"),
+                          ("platelet_engraftment_day", "thrombocytopenic")):
+            if flag not in r and day in r:
+                fell = not (r[day] == 0.0)  # NaN (censored: still below at the end) fell below too
+                r[flag] = float(fell)
+                r[day] = r[day] if fell else float("nan")
+    return rows
 
 
 def kernels(rows_by_group: dict) -> str:
@@ -165,6 +216,8 @@ def trend(sizes, values) -> tuple[float, float]:
     x, y = x[ok], y[ok]
     if len(np.unique(x)) < 2 or len(x) < 3:
         return math.nan, math.nan
+    if np.all(y == y[0]):  # the same value at every size (a fraction of 1): no slope, not a rounding residue
+        return 0.0, 0.0
     a = np.vstack([x, np.ones_like(x)]).T
     coef, res, *_ = np.linalg.lstsq(a, y, rcond=None)
     dof = len(x) - 2
@@ -193,6 +246,7 @@ def tabulate(rows: list[dict], group: str, key_cols: list[str]) -> tuple[list[st
 
     df = pd.DataFrame(rows)
     lines, failures = [], []
+    present = [(col, label) for col, label in JUDGED + SAMPLE if col in df]
     keys = sorted({tuple(r[c] for c in key_cols) for r in rows}, key=lambda k: (k[0], k[1], -k[2]))
     # the reference of each dimension: its largest size at the shipped dt (3D is its own model: 26
     # neighbours make a denser marrow, so 3D converges to its own values, not to 2D's)
@@ -208,7 +262,7 @@ def tabulate(rows: list[dict], group: str, key_cols: list[str]) -> tuple[list[st
     n_line = "| seeds (HSC scale) | " + " | ".join(f"{len(sel(k))} ({sel(k)['hsc_scale'].iloc[0]:.3g})"
                                                     for k in keys) + " | |"
     lines.append(n_line)
-    for col, label in JUDGED + SAMPLE:
+    for col, label in present:
         cells = []
         for k in keys:
             m, s = mean_se(sel(k)[col])
@@ -242,7 +296,7 @@ def figure(rows_by_group: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    cols = [c for c, _ in JUDGED]
+    cols = [c for c, _ in JUDGED if any(c in r for rows in rows_by_group.values() for r in rows)]
     fig, axes = plt.subplots(1, len(rows_by_group), figsize=(6.5 * len(rows_by_group), 5.5), squeeze=False)
     for ax, (group, rows) in zip(axes[0], rows_by_group.items(), strict=True):
         df = pd.DataFrame(rows)
@@ -307,7 +361,7 @@ def main(argv=None) -> int:
     if args.from_csv:
         import pandas as pd
 
-        saved = pd.read_csv(args.from_csv).to_dict("records")
+        saved = upgrade(pd.read_csv(args.from_csv).to_dict("records"))
     for group in (list(dict.fromkeys(r["config"] for r in saved)) if saved else args.configs.split(",")):
         config = CONFIGS[group]
         group_plan = [] if saved else list(plan)
