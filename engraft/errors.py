@@ -61,8 +61,12 @@ def brief(value) -> str:
 
 
 def one_line(message: str, limit: int = MESSAGE_CHARS) -> str:
-    """``message`` on one line (line breaks and control characters shown escaped), at most ``limit`` chars."""
-    text = str(message)
+    """``message`` on one line (line breaks and control characters shown escaped), at most ``limit`` chars.
+
+    Surrounding white space is dropped first: a library's message that ends in a line break ends here
+    without a visible ``\\n``.
+    """
+    text = str(message).strip()
     if len(text) > 4 * limit:  # do not escape megabytes only to cut them
         text = text[: 4 * limit]
     text = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")

@@ -255,6 +255,33 @@ def test_csv_column_that_does_not_exist(tmp_path, capsys):
            "(columns: weight_kg)" in err, err
 
 
+@pytest.mark.parametrize(("csv", "replace", "message"), [
+    ("weight_kg\n60\n70\nabc\n", False,
+     "cohort.parameters.real: patient 0 (arm 0) drew row 3 of real.csv (the header not counted): "
+     "patient.weight_kg: input should be a valid number"),
+    ("weight_kg\n60\n-5\n70\n", False,
+     "drew row 2 of real.csv (the header not counted): patient.weight_kg: input should be greater than 0, "
+     "got -5; correct that row or remove it"),
+    ("weight_kg,site\n60,a\n70,a\n\n80,b\n,b\n", True,
+     "cohort.parameters.real.columns.patient.weight_kg: column 'weight_kg' of real.csv has 1 empty cell(s), "
+     "the first in row 4 (the header not counted)"),
+    ("weight_kg\n60\n1,2\n", True,  # the reader's own message ends in a line break: not shown as \\n
+     "cannot read as CSV (Error tokenizing data. C error: Expected 1 fields in line 3, saw 2)"),
+])
+def test_a_bad_row_of_real_patients_is_named(tmp_path, capsys, csv, replace, message):
+    (tmp_path / "real.csv").write_text(csv)
+    data = _param(real={"distribution": "empirical", "file": "real.csv", "replace": replace,
+                        "columns": {"patient.weight_kg": "weight_kg"}})
+    del data["cohort"]["parameters"]["patient.weight_kg"]
+    data["cohort"]["patients"] = 3
+    path = write_cohort(tmp_path, data=data)
+    assert main(["cohort", str(path), "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert "bound the distribution" not in err  # a table has no bounds to set
+    assert not (tmp_path / "out").exists()
+
+
 def test_arms_and_draws_must_not_set_the_same_key(tmp_path, capsys):
     data = cohort_data()
     data["sweep"] = {"parameters": {"patient.weight_kg": {"values": [0.02, 0.03]}}}

@@ -265,8 +265,11 @@ def parse_empirical(where: str, spec: dict, base_dir) -> EmpiricalTable:
         if column not in table.columns:
             raise ConfigError(f"{where}.columns.{key_path}: column {brief(column)} is not in {path.name} "
                               f"(columns: {', '.join(map(str, table.columns))})")
-        if table[column].isna().any():
-            raise ConfigError(f"{where}.columns.{key_path}: column {brief(column)} of {path.name} has empty cells")
+        empty = np.flatnonzero(table[column].isna().to_numpy())
+        if empty.size:
+            raise ConfigError(f"{where}.columns.{key_path}: column {brief(column)} of {path.name} has "
+                              f"{empty.size} empty cell(s), the first in row {empty[0] + 1} (the header not "
+                              f"counted)")
     if len(table) == 0:
         raise ConfigError(f"{where}.file: {path} has no rows")
     cols = tuple((str(k), str(v)) for k, v in columns.items())

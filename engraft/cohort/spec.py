@@ -563,6 +563,12 @@ def _check_patient(cohort: Cohort, params: dict, spec: CohortSpec, arm: int, pat
             if any(head == path or head.startswith((f"{path}.", f"{path}[")) for path in p.paths):
                 if "unknown key" in text or "no such list item" in text:  # the path itself is wrong
                     raise ConfigError(f"cohort.parameters.{p.name}: {text}") from None
+                row = params.get(p.name)
+                if p.table is not None and isinstance(row, int):  # a row of real patients' values: fix the row
+                    row += 1
+                    raise ConfigError(f"cohort.parameters.{p.name}: patient {patient} (arm {arm}) drew row "
+                                      f"{row} of {p.table.file} (the header not counted): {text}; correct "
+                                      f"that row or remove it") from None
                 value = params.get(p.name, params.get(head))
                 raise ConfigError(f"cohort.parameters.{p.name}: patient {patient} (arm {arm}) drew "
                                   f"{brief(value)}: {text}; bound the distribution (low/high)") from None
