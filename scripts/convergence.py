@@ -43,6 +43,7 @@ and ``convergence.png`` (every read-out relative to the reference) to ``--out``:
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import time
@@ -56,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 import engraft  # noqa: E402
 from engraft import load_config  # noqa: E402
 from engraft.readouts import ReadoutSpec, days_below  # noqa: E402
+from engraft.results import atomic_write_bytes, atomic_write_text  # noqa: E402
 from engraft.simulation import Simulation, hsc_scale  # noqa: E402
 
 CONFIGS = {"default": ROOT / "configs" / "hemophilia_a_lentiviral.yaml",
@@ -321,7 +323,10 @@ def figure(rows_by_group: dict, path: Path) -> None:
         ax.set_title(group)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv=None) -> int:
@@ -393,7 +398,9 @@ def main(argv=None) -> int:
             failures += f
     import pandas as pd
 
-    pd.DataFrame([r for rows in rows_by_group.values() for r in rows]).to_csv(out / "convergence.csv", index=False)
+    # each file is written whole or not at all: a study stopped while writing leaves the last one in place
+    atomic_write_text(out / "convergence.csv",
+                      pd.DataFrame([r for rows in rows_by_group.values() for r in rows]).to_csv(index=False))
     text = ["# Resolution study", "",
             f"`python scripts/convergence.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
             "Seed mean +- standard error. **x**: outside 5 % of the largest lattice of the same dimension and "
@@ -402,7 +409,7 @@ def main(argv=None) -> int:
             f"Kernel: {kernels(rows_by_group)}; engraft {engraft.__version__}.", "",
             *lines, "## Checks", ""]
     text += [f"- FAILED {f}" for f in failures] or ["- every judged read-out within its band; no trend"]
-    (out / "convergence.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    atomic_write_text(out / "convergence.md", "\n".join(text) + "\n")
     figure(rows_by_group, out / "convergence.png")
     print("\n".join(text))
     print(f"wrote {out / 'convergence.md'}, convergence.csv, convergence.png")

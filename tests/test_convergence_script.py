@@ -109,3 +109,16 @@ def test_read_outs_a_table_lacks_are_left_out(conv):
     lines, failures = conv.tabulate(_rows({64: [1.0, 2.0], 256: [1.5, 1.5]}, "factor_year1"), "case",
                                     ["dims", "size", "dt"])
     assert not any("platelet" in line for line in lines) and failures == []
+
+
+def test_a_stored_study_rebuilds_to_its_stored_table(conv, tmp_path):
+    """``--from-csv`` of a stored study gives the stored table (its command line aside) and the exit status
+    of its checks; the files are written whole."""
+    stored = ROOT / "benchmarks" / "results" / "convergence" / "replicate"
+    status = conv.main(["--from-csv", str(stored / "convergence.csv"), "--out", str(tmp_path)])
+    table = (tmp_path / "convergence.md").read_text().splitlines()
+    expected = (stored / "convergence.md").read_text().splitlines()
+    assert table[3:] == expected[3:]
+    assert status == (1 if any(line.startswith("- FAILED") for line in expected) else 0)
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["convergence.csv", "convergence.md", "convergence.png"]
