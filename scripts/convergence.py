@@ -117,8 +117,7 @@ def cytopenia(ts, summary: dict, spec: ReadoutSpec) -> dict:
     return {
         "neutropenic": float(below_anc > 0),
         "thrombocytopenic": float(below_plt > 0),
-        "neutrophil_engraftment_day": nan_if_none(summary["neutrophil_engraftment_day"]) if below_anc > 0
-        else float("nan"),
+        "neutrophil_engraftment_day": nan_if_none(engrafted) if below_anc > 0 else float("nan"),
         "platelet_engraftment_day": nan_if_none(summary["platelet_engraftment_day"]) if below_plt > 0
         else float("nan"),
         "days_anc_below_500": below_anc,
