@@ -84,6 +84,10 @@ COUNT_KINETICS_CAUTION = (
     "is calibrated at the trial's dose and depends on the homed dose (dose, homing) more steeply than "
     "patients' recovery does: the indices of those parameters on this read-out are the model's, larger "
     "than a patient's would be (docs/model.md sec. 6).")
+#: engraftment-day read-outs -> the summary key of days below their level: a run with none of those days
+#: reads day 0 (the summary's convention, not a recovery)
+ENGRAFTMENT_BELOW_KEYS = {"engraftment_day": "days_anc_below_500", "neutrophil_engraftment_day": "days_anc_below_500",
+                          "platelet_engraftment_day": "days_platelets_below_20"}
 SENSITIVITY_KEYS = ("method", "samples", "levels", "root_seed", "bootstrap", "noise_replicates",
                     "overrides", "parameters", "readouts", "workers", "scheduler")
 PARAMETER_KEYS = ("low", "high", "apply", "paths", "source")
@@ -329,14 +333,15 @@ def load_sensitivity(path: str | os.PathLike, overrides: list[str] | tuple = ())
 # ----------------------------------------------------------------------------------
 # read-outs and indices
 # ----------------------------------------------------------------------------------
-def run_readouts(run_dir: Path, names: list[str]) -> tuple[dict, dict]:
-    """A run's read-outs by name, and which source each derived one used."""
+def run_readouts(run_dir: Path, names: list[str]) -> tuple[dict, dict, set]:
+    """A run's read-outs by name, which source each derived one used, and the engraftment-day read-outs
+    whose count never fell below its level in this run (:data:`ENGRAFTMENT_BELOW_KEYS`)."""
     import pandas as pd
 
     from engraft.trial import NEUTROPHIL_KEY
 
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    out, used = {}, {}
+    out, used, never_below = {}, {}, set()
     for name in names:
         if name == "year1_mean_factor_iu_dl":
             ts = pd.read_csv(run_dir / "timeseries.csv", usecols=["day", "factor_iu_dl"])
@@ -351,7 +356,10 @@ def run_readouts(run_dir: Path, names: list[str]) -> tuple[dict, dict]:
             out[name] = _float(summary.get("final_top_clone_share"))
         else:
             out[name] = _float(summary.get(name))
-    return out, used
+        below = ENGRAFTMENT_BELOW_KEYS.get(name)
+        if below is not None and used.get(name, name) in ENGRAFTMENT_BELOW_KEYS and summary.get(below) == 0:
+            never_below.add(name)
+    return out, used, never_below
 
 
 def _float(value) -> float:
@@ -372,12 +380,16 @@ def analyze_sensitivity(out: str | os.PathLike) -> dict:
     problem = {"num_vars": len(params), "names": params,
                "bounds": [[design["parameters"][p]["low"], design["parameters"][p]["high"]] for p in params]}
     rows, noise_rows, used = [], [], {}
+    never_below = dict.fromkeys(names, 0)  # design runs (not noise runs) whose count never fell below its level
     for run in spec_json["runs"]:
         path = out / "runs" / run["run_id"]
         if not (path / "summary.json").is_file():
             raise SweepDirError(f"{out}: run {run['run_id']} is not done; rerun engraft sensitivity to finish it")
-        values, sources = run_readouts(path, names)
+        values, sources, never = run_readouts(path, names)
         used.update(sources)
+        if not run["params"].get("noise_run"):
+            for name in never:
+                never_below[name] += 1
         (noise_rows if run["params"].get("noise_run") else rows).append(
             ([run["params"][p] for p in params], [values[n] for n in names]))
     x = np.array([r[0] for r in rows], dtype=np.float64)
@@ -387,6 +399,8 @@ def analyze_sensitivity(out: str | os.PathLike) -> dict:
     for j, name in enumerate(names):
         yj = y[:, j]
         entry: dict = {}
+        if name in ENGRAFTMENT_BELOW_KEYS and used.get(name, name) in ENGRAFTMENT_BELOW_KEYS:
+            entry["runs_never_below"] = never_below[name]
         if not np.isfinite(yj).all():
             entry["note"] = f"{int((~np.isfinite(yj)).sum())} runs have no value; indices not computed"
             result["readouts"][name] = entry
@@ -456,6 +470,12 @@ def report_markdown(result: dict, design: dict) -> str:
             lines.append("")
         if name in COUNT_KINETICS_READOUTS:
             lines += [COUNT_KINETICS_CAUTION, ""]
+        if entry.get("runs_never_below"):
+            below = ENGRAFTMENT_BELOW_KEYS[name]
+            lines += [f"Caution: in {entry['runs_never_below']} of {result['design_points']} design runs the count "
+                      f"never fell below its level, and their engraftment day is the summary's convention, day 0, "
+                      f"not a recovery. The indices then mix whether a run falls below the level at all with when "
+                      f"it recovers; `{below}` is defined for every run.", ""]
         if "indices" not in entry:
             lines.append(entry.get("note", "not computed"))
             continue

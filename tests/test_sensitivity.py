@@ -94,6 +94,37 @@ def test_morris_screening_of_an_additive_function(tmp_path, analytic_model):
     assert entry["ranking"] == ["infusions[0].transduction", "infusions[0].homing", "pk.half_life_days"]
 
 
+def test_engraftment_days_of_runs_that_never_fell_below_are_counted(tmp_path, monkeypatch):
+    """A run whose platelets never fell below 20e9/L reads platelet engraftment day 0 (the summary's
+    convention); the report counts those design runs and names the read-out defined for every run."""
+    import engraft.engines
+    from engraft import load_config
+
+    template = engraft.engines.simulate(load_config(ROOT / "configs" / "tiny.yaml",
+                                                    ["time.duration_days=10", "time.burn_in_days=2"]))
+
+    def simulate(exp, seed=None, **kwargs):  # platelets fall below the level only above a transduction of 0.5
+        fell = exp.infusions[0].transduction > 0.5
+        summary = {**template.summary, "days_platelets_below_20": 4 if fell else 0,
+                   "platelet_engraftment_day": 20.0 + 10 * exp.pk.half_life_days if fell else 0.0}
+        return dataclasses.replace(template, config=exp, seed=seed, summary=summary)
+
+    monkeypatch.setattr(engraft.engines, "simulate", simulate)
+    path = write_design(tmp_path, "morris", 4, readouts=["platelet_engraftment_day", "final_factor_iu_dl"])
+    out = tmp_path / "morris"
+    assert main(["sensitivity", str(path), "--out", str(out), "--workers", "1", "-q"]) == 0
+    spec = json.loads((out / "sweep.json").read_text())
+    design = [r for r in spec["runs"] if not r["params"].get("noise_run")]
+    never = sum(r["params"]["infusions[0].transduction"] <= 0.5 for r in design)
+    assert 0 < never < len(design)  # the case has both kinds of run
+    result = json.loads((out / "sensitivity.json").read_text())
+    assert result["readouts"]["platelet_engraftment_day"]["runs_never_below"] == never
+    assert "runs_never_below" not in result["readouts"]["final_factor_iu_dl"]
+    report = (out / "sensitivity_report.md").read_text()
+    assert (f"Caution: in {never} of {len(design)} design runs the count never fell below its level" in report
+            and "`days_platelets_below_20` is defined for every run" in report)
+
+
 def test_sensitivity_of_the_engraft_model(tmp_path):
     """Morris screening on the tiny experiment: real runs, read-outs, the noise floor from replicates."""
     data = {"base": str(ROOT / "configs" / "tiny.yaml"),
