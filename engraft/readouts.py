@@ -41,6 +41,19 @@ COUNT_COLUMNS = {"anc": "anc_1e9_per_L", "lymphocytes": "lymphocytes_1e9_per_L",
 CLINICAL_KEYS = ("neutrophil_engraftment_day", "neutrophil_engraftment_censored", "platelet_engraftment_day",
                  "platelet_engraftment_censored", "days_anc_below_500", "days_platelets_below_20",
                  "anc_nadir", "anc_nadir_day", "platelet_nadir", "platelet_nadir_day")
+#: each engraftment day's days-below read-out. A run with none of those days never fell below the level:
+#: its engraftment day is :func:`engraftment_day`'s convention (the infusion day), not a recovery
+DAYS_BELOW_KEY = {"neutrophil_engraftment_day": "days_anc_below_500",
+                  "platelet_engraftment_day": "days_platelets_below_20"}
+
+
+def fell_below(summary: dict, engraftment_key: str) -> bool | None:
+    """Whether a run's count fell below its engraftment level (``engraftment_key`` one of
+    :data:`DAYS_BELOW_KEY`); None where the summary has no blood counts."""
+    below = summary.get(DAYS_BELOW_KEY[engraftment_key])
+    return None if below is None else below > 0
+
+
 #: window of the trailing mean that decides whether a level is held (days)
 THRESHOLD_WINDOW_DAYS = 28.0
 

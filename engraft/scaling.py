@@ -106,7 +106,8 @@ def check_infusions(exp: Experiment, limit_fraction: float = 0.8) -> None:
     in ``limit_fraction`` of memory, with the estimate."""
     from engraft.config.load import available_memory_bytes, estimate_memory_bytes
 
-    cells = [sum(expected_infused_lattice_cells(exp, inf).values()) for inf in exp.infusions]
+    expected = [expected_infused_lattice_cells(exp, inf) for inf in exp.infusions]
+    cells = [sum(e.values()) for e in expected]
     if cells:
         need = estimate_memory_bytes(exp) + sum(cells) * INFUSED_BYTES_PER_CELL
         have = available_memory_bytes()
@@ -119,8 +120,8 @@ def check_infusions(exp: Experiment, limit_fraction: float = 0.8) -> None:
                 f"marrow.progenitor_count set how many body cells a lattice cell stands for): the run needs "
                 f"about {size}, more than {limit_fraction:.0%} of this machine's {have / 2**30:.1f} GiB; check "
                 f"the dose and the marrow counts")
-    for i, inf in enumerate(exp.infusions):
-        for name, mean in expected_infused_lattice_cells(exp, inf).items():
+    for i, per_type in enumerate(expected):
+        for name, mean in per_type.items():
             if mean >= 1.0:
                 continue
             if mean == 0.0:  # an infinite scale: no sites of the kind this type needs

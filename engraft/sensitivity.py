@@ -65,6 +65,7 @@ from engraft.config.load import (
     validate,
 )
 from engraft.errors import brief
+from engraft.readouts import DAYS_BELOW_KEY, fell_below
 from engraft.results import atomic_write_text, to_json
 from engraft.sweep.design import DesignSweep
 from engraft.sweep.spec import MAX_RUNS, Run, run_seeds
@@ -84,10 +85,9 @@ COUNT_KINETICS_CAUTION = (
     "is calibrated at the trial's dose and depends on the homed dose (dose, homing) more steeply than "
     "patients' recovery does: the indices of those parameters on this read-out are the model's, larger "
     "than a patient's would be (docs/model.md sec. 6).")
-#: engraftment-day read-outs -> the summary key of days below their level: a run with none of those days
-#: reads day 0 (the summary's convention, not a recovery)
-ENGRAFTMENT_BELOW_KEYS = {"engraftment_day": "days_anc_below_500", "neutrophil_engraftment_day": "days_anc_below_500",
-                          "platelet_engraftment_day": "days_platelets_below_20"}
+#: engraftment-day read-outs -> the summary key of days below their level (a run with none reads day 0,
+#: the summary's convention: :data:`engraft.readouts.DAYS_BELOW_KEY`)
+ENGRAFTMENT_BELOW_KEYS = {"engraftment_day": DAYS_BELOW_KEY["neutrophil_engraftment_day"], **DAYS_BELOW_KEY}
 SENSITIVITY_KEYS = ("method", "samples", "levels", "root_seed", "bootstrap", "noise_replicates",
                     "overrides", "parameters", "readouts", "workers", "scheduler")
 PARAMETER_KEYS = ("low", "high", "apply", "paths", "source")
@@ -356,8 +356,8 @@ def run_readouts(run_dir: Path, names: list[str]) -> tuple[dict, dict, set]:
             out[name] = _float(summary.get("final_top_clone_share"))
         else:
             out[name] = _float(summary.get(name))
-        below = ENGRAFTMENT_BELOW_KEYS.get(name)
-        if below is not None and used.get(name, name) in ENGRAFTMENT_BELOW_KEYS and summary.get(below) == 0:
+        key = used.get(name, name)  # the summary key read (engraftment_day: the neutrophil one, or recovery_day)
+        if key in DAYS_BELOW_KEY and fell_below(summary, key) is False:
             never_below.add(name)
     return out, used, never_below
 
@@ -399,7 +399,7 @@ def analyze_sensitivity(out: str | os.PathLike) -> dict:
     for j, name in enumerate(names):
         yj = y[:, j]
         entry: dict = {}
-        if name in ENGRAFTMENT_BELOW_KEYS and used.get(name, name) in ENGRAFTMENT_BELOW_KEYS:
+        if used.get(name, name) in DAYS_BELOW_KEY:
             entry["runs_never_below"] = never_below[name]
         if not np.isfinite(yj).all():
             entry["note"] = f"{int((~np.isfinite(yj)).sum())} runs have no value; indices not computed"

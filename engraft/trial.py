@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engraft.readouts import THRESHOLD_WINDOW_DAYS, rolling_mean, threshold_day
+from engraft.readouts import DAYS_BELOW_KEY, THRESHOLD_WINDOW_DAYS, rolling_mean, threshold_day
 from engraft.results import atomic_write_bytes, atomic_write_text, to_json
 from engraft.sweep.aggregate import SweepDirError, read_spec
 
@@ -57,8 +57,8 @@ REPORT_FILE = "trial_report.md"
 #: the clinical neutrophil engraftment day (3 days with ANC >= 0.5e9/L), where a run's summary has it
 NEUTROPHIL_KEY = "neutrophil_engraftment_day"
 #: the days of severe neutropenia (ANC < 0.5e9/L) and of platelets < 20e9/L, where a run's summary has them
-NEUTROPHIL_BELOW_KEY = "days_anc_below_500"
-PLATELET_BELOW_KEY = "days_platelets_below_20"
+NEUTROPHIL_BELOW_KEY = DAYS_BELOW_KEY[NEUTROPHIL_KEY]
+PLATELET_BELOW_KEY = DAYS_BELOW_KEY["platelet_engraftment_day"]
 #: the bootstrap's resamples for the mean joint-bleed rate
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import engraft  # noqa: E402
 from engraft import load_config  # noqa: E402
-from engraft.readouts import ReadoutSpec, days_below  # noqa: E402
+from engraft.readouts import ReadoutSpec, days_below, fell_below  # noqa: E402
 from engraft.results import atomic_write_bytes, atomic_write_text  # noqa: E402
 from engraft.simulation import Simulation, hsc_scale  # noqa: E402
 
@@ -115,8 +115,8 @@ def cytopenia(ts, summary: dict, spec: ReadoutSpec) -> dict:
     after = (days_below(ts["day"].to_numpy(), ts["anc_1e9_per_L"].to_numpy(), spec.neutrophil_level, engrafted)
              if below_anc > 0 and engrafted is not None else float("nan"))
     return {
-        "neutropenic": float(below_anc > 0),
-        "thrombocytopenic": float(below_plt > 0),
+        "neutropenic": float(fell_below(summary, "neutrophil_engraftment_day")),
+        "thrombocytopenic": float(fell_below(summary, "platelet_engraftment_day")),
         "neutrophil_engraftment_day": nan_if_none(engrafted) if below_anc > 0 else float("nan"),
         "platelet_engraftment_day": nan_if_none(summary["platelet_engraftment_day"]) if below_plt > 0
         else float("nan"),
